@@ -1,0 +1,452 @@
+"""The in-memory catalogue: projects, their files, digests, metadata, yanks.
+
+Every read is answered from memory.  A file is read (hashed, its core
+metadata extracted) once, when it is first seen, and what was learnt is kept
+in the state store so a restart does not read it again.  Changes arrive by
+three roads, all ending in :meth:`Catalogue.refresh`: writes made through
+this catalogue, the file watcher (files copied in by other means), and the
+change journal (writes made by another worker process).
+
+Readers take no lock: a :class:`Project` is immutable and replaced whole when
+it changes, so a reader sees either the old or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from packaging.version import InvalidVersion, Version
+
+from . import metadata as core_metadata
+from .distributions import (
+    SIGNATURE_SUFFIX,
+    Distribution,
+    NormalizedName,
+    normalize_name,
+    parse_filename,
+)
+from .state import Change, FileFacts, StateStore
+from .storage import Storage, StoredFile
+
+__all__ = [
+    "Catalogue",
+    "IndexedFile",
+    "NotFound",
+    "Project",
+    "read_facts",
+    "normalize_version",
+]
+
+log = logging.getLogger(__name__)
+
+#: Digests every file gets: sha256 for the simple API, all three for the
+#: PyPI JSON API.
+BASE_ALGORITHMS = ("sha256", "md5", "blake2b_256")
+_CHUNK = 1024 * 1024
+_PROGRESS_EVERY = 5000
+
+
+class NotFound(LookupError):
+    """No project, release or file of that name."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFile:
+    dist: Distribution
+    stored: StoredFile
+    facts: FileFacts
+    #: Whether a detached ``.asc`` signature is stored beside the file.
+    signed: bool = False
+    #: None when the file is not yanked, else the reason ("" for none given).
+    yanked: str | None = None
+
+    @property
+    def relpath(self) -> str:
+        return self.stored.relpath
+
+    @property
+    def filename(self) -> str:
+        return self.dist.filename
+
+    @property
+    def size(self) -> int:
+        return self.facts.size
+
+    @property
+    def upload_time(self) -> datetime:
+        return datetime.fromtimestamp(self.facts.mtime_ns / 1e9, tz=timezone.utc)
+
+    @property
+    def has_metadata(self) -> bool:
+        """Whether a PEP 658 metadata file is served for this file."""
+        return self.dist.kind == "wheel" and self.facts.metadata_sha256 is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    name: NormalizedName
+    display_name: str
+    #: Sorted by version, then filename.
+    files: tuple[IndexedFile, ...]
+    #: Changes whenever the project does; keys rendered-page caches.
+    revision: int
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for file in self.files:
+            seen.setdefault(file.dist.version, None)
+        return tuple(seen)
+
+    def release(self, version: str) -> tuple[IndexedFile, ...]:
+        wanted = normalize_version(version)
+        return tuple(f for f in self.files if normalize_version(f.dist.version) == wanted)
+
+    @property
+    def latest_version(self) -> str:
+        """The newest version that is not yanked, preferring final releases."""
+        candidates = [f for f in self.files if f.yanked is None] or list(self.files)
+        stable = [f for f in candidates if not _version(f.dist.version).is_prerelease]
+        return max(stable or candidates, key=lambda f: f.dist.sort_key).dist.version
+
+
+def normalize_version(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+def read_facts(path: str, dist: Distribution, extra_algorithm: str | None) -> tuple[FileFacts, bytes | None]:
+    """Read a distribution once: its digests and core metadata."""
+    hashers = {
+        "sha256": hashlib.sha256(),
+        "md5": hashlib.md5(usedforsecurity=False),
+        "blake2b_256": hashlib.blake2b(digest_size=32),
+    }
+    if extra_algorithm and extra_algorithm not in hashers:
+        hashers[extra_algorithm] = hashlib.new(extra_algorithm)
+    with open(path, "rb") as stream:
+        stat = os.fstat(stream.fileno())
+        while chunk := stream.read(_CHUNK):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    raw = core_metadata.read_metadata_bytes(Path(path), dist.kind)
+    requires_python = summary = metadata_sha256 = None
+    if raw is not None:
+        parsed = core_metadata.parse_metadata(raw)
+        requires_python, summary = parsed.requires_python, parsed.summary
+        metadata_sha256 = hashlib.sha256(raw).hexdigest()
+    facts = FileFacts(
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        digests={name: h.hexdigest() for name, h in hashers.items()},
+        requires_python=requires_python or None,
+        summary=summary or None,
+        metadata_sha256=metadata_sha256,
+    )
+    return facts, raw
+
+
+class Catalogue:
+    """Projects, releases and files over a :class:`Storage`."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        state: StateStore,
+        *,
+        hash_algo: str | None = "sha256",
+        rescan_on_read: bool = False,
+    ) -> None:
+        self.storage = storage
+        self.state = state
+        self.hash_algo = hash_algo
+        #: The ``simple-dir`` behaviour: look at the directories on every read.
+        self.rescan_on_read = rescan_on_read
+        self._write_lock = threading.RLock()
+        self._revisions = itertools.count(1)
+        self._files: dict[str, tuple[Distribution, StoredFile, FileFacts]] = {}
+        self._signatures: dict[str, StoredFile] = {}
+        self._by_project: dict[NormalizedName, set[str]] = {}
+        self._projects: dict[NormalizedName, Project] = {}
+        self._sorted: tuple[Project, ...] | None = None
+        self._yanked_releases: dict[tuple[str, str], str] = {}
+        self._yanked_files: dict[tuple[str, str], str] = {}
+        self._yank_rows: frozenset = frozenset()
+        self._journal_offset = 0
+        #: Bumped on every change: keys the project-list page cache.
+        self.generation = 0
+
+    # -- reading --------------------------------------------------------------
+
+    def projects(self) -> tuple[Project, ...]:
+        self.sync()
+        ordered = self._sorted
+        if ordered is None:
+            ordered = self._sorted = tuple(
+                self._projects[name] for name in sorted(self._projects)
+            )
+        return ordered
+
+    def project(self, name: str) -> Project | None:
+        self.sync()
+        return self._projects.get(normalize_name(name))
+
+    def file(self, relpath: str) -> IndexedFile | None:
+        """The distribution at ``relpath``, as its project lists it."""
+        self.sync()
+        entry = self._files.get(relpath)
+        if entry is None:
+            return None
+        project = self._projects.get(entry[0].project)
+        for file in project.files if project else ():
+            if file.relpath == relpath:
+                return file
+        return None
+
+    def signature(self, relpath: str) -> StoredFile | None:
+        self.sync()
+        return self._signatures.get(relpath)
+
+    def metadata(self, file: IndexedFile) -> bytes | None:
+        """The stored core metadata (a wheel's METADATA, an sdist's PKG-INFO)."""
+        if file.facts.metadata_sha256 is None:
+            return None
+        return self.state.metadata(str(file.stored.path))
+
+    def __len__(self) -> int:
+        return len(self._projects)
+
+    # -- keeping current ------------------------------------------------------
+
+    def load(self) -> None:
+        """Build the catalogue from the storage, reading only unknown files."""
+        started = time.monotonic()
+        known = self.state.all_facts()
+        found = list(self.storage.scan())
+        fresh: list[tuple[str, FileFacts, bytes | None]] = []
+        with self._write_lock:
+            self._journal_offset = self.state.journal_size()
+            for count, stored in enumerate(found, 1):
+                self._learn(stored, known.get(str(stored.path)), fresh)
+                if count % _PROGRESS_EVERY == 0 and fresh:
+                    log.info("read %d of %d files", count, len(found))
+            self.state.save_many_facts(fresh)
+            self._load_yanks()
+            self._rebuild(list(self._by_project))
+        log.info(
+            "catalogue of %d projects, %d files ready in %.2f s (%d files read)",
+            len(self._projects), len(self._files), time.monotonic() - started, len(fresh),
+        )
+
+    def sync(self) -> None:
+        """Catch up with changes made by other processes (or, for the
+        ``simple-dir`` behaviour, with the directories themselves)."""
+        if self.rescan_on_read:
+            self.rescan()
+            return
+        if self.state.journal_size() == self._journal_offset:
+            return
+        with self._write_lock:
+            changes, self._journal_offset = self.state.changes_since(self._journal_offset)
+            self._apply(changes)
+
+    def rescan(self) -> None:
+        """Reconcile with the storage: learn new files, forget removed ones."""
+        found = {s.relpath: s for s in self.storage.scan()}
+        with self._write_lock:
+            vanished = (set(self._files) | set(self._signatures)) - set(found)
+            changed = [
+                s.relpath for s in found.values() if self._is_stale(s)
+            ]
+            for relpath in itertools.chain(vanished, changed):
+                self.refresh(relpath)
+            self._journal_offset = self.state.journal_size()
+            self._load_yanks()
+
+    def refresh(self, relpath: str) -> None:
+        """Look at one path again: it was created, changed or removed."""
+        stored = self.storage.stat(relpath)
+        with self._write_lock:
+            touched = self._forget(relpath)
+            if stored is not None:
+                fresh: list[tuple[str, FileFacts, bytes | None]] = []
+                touched |= self._learn(stored, self.state.facts(str(stored.path)), fresh)
+                self.state.save_many_facts(fresh)
+            self._rebuild(touched)
+
+    # -- writing --------------------------------------------------------------
+
+    def store(self, relpath: str, source: BinaryIO, *, overwrite: bool) -> IndexedFile | StoredFile:
+        """Store an uploaded file and list it at once, in every worker."""
+        stored = self.storage.write(relpath, source, overwrite=overwrite)
+        self.refresh(stored.relpath)
+        self.state.record(Change("file", stored.relpath))
+        return self.file(stored.relpath) or stored
+
+    def remove(self, relpath: str) -> None:
+        self.storage.remove(relpath)
+        self.refresh(relpath)
+        self.state.record(Change("file", relpath))
+
+    def yank(self, project: str, version: str, filename: str = "", reason: str = "") -> None:
+        self._require(project, version, filename)
+        self.state.yank(normalize_name(project), normalize_version(version), filename, reason)
+        self._yanks_changed()
+
+    def unyank(self, project: str, version: str, filename: str = "") -> bool:
+        self._require(project, version, filename)
+        done = self.state.unyank(normalize_name(project), normalize_version(version), filename)
+        self._yanks_changed()
+        return done
+
+    # -- internals ------------------------------------------------------------
+
+    def _require(self, project: str, version: str, filename: str) -> None:
+        found = self.project(project)
+        files = found.release(version) if found else ()
+        if not files:
+            raise NotFound(f"no release {version} of project {project}")
+        if filename and filename not in {f.filename for f in files}:
+            raise NotFound(f"release {version} of {project} has no file {filename}")
+
+    def _yanks_changed(self) -> None:
+        with self._write_lock:
+            self.state.record(Change("yank", "*"))
+            self._load_yanks()
+
+    def _apply(self, changes: Iterable[Change]) -> None:
+        paths = {c.subject for c in changes if c.kind == "file"}
+        for relpath in paths:
+            self.refresh(relpath)
+        if any(c.kind == "yank" for c in changes):
+            self._load_yanks()
+
+    def _is_stale(self, stored: StoredFile) -> bool:
+        if stored.relpath.endswith(SIGNATURE_SUFFIX):
+            return stored.relpath not in self._signatures
+        entry = self._files.get(stored.relpath)
+        return entry is None or (entry[2].size, entry[2].mtime_ns) != (stored.size, stored.mtime_ns)
+
+    def _learn(
+        self,
+        stored: StoredFile,
+        cached: FileFacts | None,
+        fresh: list[tuple[str, FileFacts, bytes | None]],
+    ) -> set[NormalizedName]:
+        """Add one stored file; returns the projects it touched."""
+        if stored.relpath.endswith(SIGNATURE_SUFFIX):
+            self._signatures[stored.relpath] = stored
+            return {_project_of(stored.relpath[: -len(SIGNATURE_SUFFIX)])} - {None}  # type: ignore[return-value]
+        dist = parse_filename(stored.filename)
+        facts = cached
+        if facts is None or (facts.size, facts.mtime_ns) != (stored.size, stored.mtime_ns) or (
+            self.hash_algo and self.hash_algo not in facts.digests
+        ):
+            try:
+                facts, raw = read_facts(str(stored.path), dist, self.hash_algo)
+            except OSError as exc:
+                log.warning("cannot read %s: %s", stored.path, exc)
+                return set()
+            fresh.append((str(stored.path), facts, raw))
+            # The file may have been written since it was listed; the facts
+            # describe what was read.
+            stored = StoredFile(stored.root, stored.relpath, facts.size, facts.mtime_ns)
+        self._files[stored.relpath] = (dist, stored, facts)
+        self._by_project.setdefault(dist.project, set()).add(stored.relpath)
+        return {dist.project}
+
+    def _forget(self, relpath: str) -> set[NormalizedName]:
+        if self._signatures.pop(relpath, None) is not None:
+            project = _project_of(relpath[: -len(SIGNATURE_SUFFIX)])
+            return {project} if project else set()
+        entry = self._files.pop(relpath, None)
+        if entry is None:
+            return set()
+        members = self._by_project.get(entry[0].project, set())
+        members.discard(relpath)
+        return {entry[0].project}
+
+    def _rebuild(self, names: Iterable[NormalizedName]) -> None:
+        changed = False
+        for name in names:
+            changed = True
+            relpaths = self._by_project.get(name)
+            if not relpaths:
+                self._by_project.pop(name, None)
+                self._projects.pop(name, None)
+                continue
+            self._projects[name] = self._assemble(name, relpaths)
+        if changed:
+            self._sorted = None
+            self.generation = next(self._revisions)
+
+    def _assemble(self, name: NormalizedName, relpaths: set[str]) -> Project:
+        files = []
+        for relpath in relpaths:
+            dist, stored, facts = self._files[relpath]
+            files.append(
+                IndexedFile(
+                    dist=dist,
+                    stored=stored,
+                    facts=facts,
+                    signed=relpath + SIGNATURE_SUFFIX in self._signatures,
+                    yanked=self._yank_reason(name, dist),
+                )
+            )
+        files.sort(key=lambda f: f.dist.sort_key)
+        display = next((f.dist.name for f in reversed(files) if f.dist.kind == "sdist"), files[-1].dist.name)
+        return Project(name, display, tuple(files), next(self._revisions))
+
+    def _yank_reason(self, name: str, dist: Distribution) -> str | None:
+        version = normalize_version(dist.version)
+        reason = self._yanked_files.get((name, dist.filename))
+        if reason is None:
+            reason = self._yanked_releases.get((name, version))
+        return reason
+
+    def _load_yanks(self) -> None:
+        rows = frozenset(self.state.yanks())
+        if rows == self._yank_rows:
+            return
+        releases: dict[tuple[str, str], str] = {}
+        files: dict[tuple[str, str], str] = {}
+        for yank in rows:
+            if yank.filename:
+                files[(yank.project, yank.filename)] = yank.reason
+            else:
+                releases[(yank.project, yank.version)] = yank.reason
+        touched = {y.project for y in rows ^ self._yank_rows}
+        self._yanked_releases, self._yanked_files, self._yank_rows = releases, files, rows
+        self._rebuild([p for p in touched if p in self._by_project])  # type: ignore[misc]
+
+def _project_of(filename_or_relpath: str) -> NormalizedName | None:
+    try:
+        return parse_filename(filename_or_relpath.rpartition("/")[2]).project
+    except ValueError:
+        return None
+
+
+def _version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return Version("0")
+
+
+def iter_search_entries(catalogue: Catalogue) -> Iterator[tuple[str, str, str]]:
+    """(name, version, summary) of the latest release of every project."""
+    for project in catalogue.projects():
+        version = project.latest_version
+        summary = next((f.facts.summary for f in project.release(version) if f.facts.summary), "")
+        yield project.display_name, version, summary or ""

@@ -1,0 +1,216 @@
+"""Index documents built from catalogue objects by small pure functions.
+
+* the simple repository API (PEP 503 HTML, PEP 691 JSON) with PEP 592
+  yanking, PEP 629 versioning, PEP 658/714 core metadata and PEP 700 fields;
+* the PyPI JSON API (``/pypi/<project>/json``) that Renovate, Dependabot and
+  many scripts read.
+
+Links in simple pages are relative, so one rendered page serves every host
+name and proxy prefix and can be cached as bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from .index import IndexedFile, Project, normalize_version
+from .metadata import CoreMetadata
+
+__all__ = [
+    "API_VERSION",
+    "file_url",
+    "files_listing_html",
+    "project_list_html",
+    "project_list_json",
+    "project_page_html",
+    "project_page_json",
+    "pypi_json",
+]
+
+#: PEP 700 (upload-time, size, versions) is simple API version 1.1.
+API_VERSION = "1.1"
+_META_TAG = f'<meta name="pypi:repository-version" content="{API_VERSION}">'
+
+
+def file_url(file: IndexedFile, prefix: str = "../../packages/") -> str:
+    return prefix + quote(file.relpath, safe="/")
+
+
+def project_list_html(projects: Iterable[Project]) -> bytes:
+    links = "".join(
+        f'<a href="{quote(p.name)}/">{escape(p.display_name)}</a><br>\n' for p in projects
+    )
+    return _page("Simple index", links)
+
+
+def project_list_json(projects: Iterable[Project]) -> bytes:
+    document = {
+        "meta": {"api-version": API_VERSION},
+        "projects": [{"name": p.display_name} for p in projects],
+    }
+    return _json(document)
+
+
+def project_page_html(project: Project, hash_algo: str | None) -> bytes:
+    links = "".join(_file_anchor(f, hash_algo) for f in project.files)
+    return _page(f"Links for {project.display_name}", links)
+
+
+def project_page_json(project: Project, hash_algo: str | None) -> bytes:
+    document = {
+        "meta": {"api-version": API_VERSION},
+        "name": project.name,
+        "versions": list(project.versions),
+        "files": [_file_json(f, hash_algo) for f in project.files],
+    }
+    return _json(document)
+
+
+def files_listing_html(files: Iterable[IndexedFile], hash_algo: str | None) -> bytes:
+    """The ``/packages/`` page: every file, newest project layout agnostic."""
+    links = "".join(_file_anchor(f, hash_algo, prefix="") for f in files)
+    return _page("Index of packages", links)
+
+
+def pypi_json(
+    project: Project,
+    version: str,
+    metadata: CoreMetadata | None,
+    base_url: str,
+) -> bytes:
+    """The PyPI JSON API document for one release of ``project``."""
+    release_files = project.release(version)
+    files_url = base_url.rstrip("/") + "/packages/"
+    releases: dict[str, list[dict[str, Any]]] = {}
+    for file in project.files:
+        releases.setdefault(file.dist.version, []).append(_pypi_file(file, files_url))
+    yanked = bool(release_files) and all(f.yanked is not None for f in release_files)
+    document = {
+        "info": _pypi_info(project, version, metadata, base_url, yanked, release_files),
+        "last_serial": project.revision,
+        "releases": releases,
+        "urls": [_pypi_file(f, files_url) for f in release_files],
+        "vulnerabilities": [],
+    }
+    return _json(document)
+
+
+# -- pieces -------------------------------------------------------------------
+
+
+def _page(title: str, body: str) -> bytes:
+    html = (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f"{_META_TAG}\n<title>{escape(title)}</title>\n</head>\n"
+        f"<body>\n<h1>{escape(title)}</h1>\n{body}</body>\n</html>\n"
+    )
+    return html.encode("utf-8")
+
+
+def _json(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def _file_anchor(file: IndexedFile, hash_algo: str | None, prefix: str = "../../packages/") -> str:
+    href = file_url(file, prefix)
+    if hash_algo and hash_algo in file.facts.digests:
+        href += f"#{hash_algo}={file.facts.digests[hash_algo]}"
+    attributes = [f'href="{escape(href)}"']
+    if file.facts.requires_python:
+        # escape() turns "<" and ">" into entities, as PEP 503 requires.
+        attributes.append(f'data-requires-python="{escape(file.facts.requires_python)}"')
+    if file.has_metadata:
+        value = f"sha256={file.facts.metadata_sha256}"
+        # PEP 714: the new name, plus the old one for clients not yet updated.
+        attributes.append(f'data-core-metadata="{value}"')
+        attributes.append(f'data-dist-info-metadata="{value}"')
+    if file.signed:
+        attributes.append('data-gpg-sig="true"')
+    if file.yanked is not None:
+        attributes.append(f'data-yanked="{escape(file.yanked)}"')
+    return f"<a {' '.join(attributes)}>{escape(file.filename)}</a><br>\n"
+
+
+def _file_json(file: IndexedFile, hash_algo: str | None) -> dict[str, Any]:
+    hashes = {"sha256": file.facts.digests["sha256"]}
+    if hash_algo and hash_algo in file.facts.digests:
+        hashes[hash_algo] = file.facts.digests[hash_algo]
+    return {
+        "filename": file.filename,
+        "url": file_url(file),
+        "hashes": hashes,
+        "requires-python": file.facts.requires_python,
+        "size": file.size,
+        "upload-time": _iso8601(file),
+        "yanked": file.yanked or (file.yanked is not None),
+        "core-metadata": (
+            {"sha256": file.facts.metadata_sha256} if file.has_metadata else False
+        ),
+        "gpg-sig": file.signed,
+    }
+
+
+def _iso8601(file: IndexedFile) -> str:
+    return file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _pypi_file(file: IndexedFile, files_url: str) -> dict[str, Any]:
+    digests = file.facts.digests
+    return {
+        "comment_text": "",
+        "digests": {k: digests[k] for k in ("md5", "sha256", "blake2b_256") if k in digests},
+        "downloads": -1,
+        "filename": file.filename,
+        "has_sig": file.signed,
+        "md5_digest": digests.get("md5"),
+        "packagetype": file.dist.packagetype,
+        "python_version": file.dist.python_version,
+        "requires_python": file.facts.requires_python,
+        "size": file.size,
+        "upload_time": file.upload_time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "upload_time_iso_8601": _iso8601(file),
+        "url": files_url + quote(file.relpath, safe="/"),
+        "yanked": file.yanked is not None,
+        "yanked_reason": file.yanked or None,
+    }
+
+
+def _pypi_info(
+    project: Project,
+    version: str,
+    metadata: CoreMetadata | None,
+    base_url: str,
+    yanked: bool,
+    release_files: tuple[IndexedFile, ...],
+) -> dict[str, Any]:
+    meta = metadata or CoreMetadata()
+    root = base_url.rstrip("/")
+    reasons = [f.yanked for f in release_files if f.yanked]
+    return {
+        "author": meta.author or "",
+        "author_email": meta.author_email or "",
+        "classifiers": list(meta.classifiers),
+        "description": meta.description or "",
+        "description_content_type": meta.description_content_type,
+        "home_page": meta.home_page or "",
+        "keywords": meta.keywords or "",
+        "license": meta.license or "",
+        "maintainer": meta.maintainer or "",
+        "maintainer_email": meta.maintainer_email or "",
+        "name": meta.name or project.display_name,
+        "package_url": f"{root}/pypi/{project.name}/",
+        "platform": ", ".join(meta.platform) or None,
+        "project_url": f"{root}/pypi/{project.name}/",
+        "project_urls": dict(meta.project_urls) or None,
+        "provides_extra": list(meta.provides_extra) or None,
+        "release_url": f"{root}/pypi/{project.name}/{normalize_version(version)}/",
+        "requires_dist": list(meta.requires_dist) or None,
+        "requires_python": meta.requires_python,
+        "summary": meta.summary or "",
+        "version": version,
+        "yanked": yanked,
+        "yanked_reason": reasons[0] if yanked and reasons else None,
+    }

@@ -1,0 +1,118 @@
+"""Running the application under an HTTP server.
+
+``--server auto`` picks granian (multi-process, multi-threaded, written in
+Rust) when it is installed, else waitress (pure Python, multi-threaded), else
+a threaded wsgiref server: in every case one slow download never blocks other
+clients.  Any server Bottle knows can be named instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import bottle
+
+from .config import Config
+
+__all__ = ["SERVERS", "choose_server", "serve", "granian_app"]
+
+log = logging.getLogger(__name__)
+
+#: Our own names; anything else is passed to Bottle's adapters.
+SERVERS = ("auto", "granian", "waitress", "wsgiref", "gunicorn")
+_ARGV_VARIABLE = "PYPISERVER_ARGV"
+_DEFAULT_THREADS = 16
+
+
+def choose_server(name: str) -> str:
+    if name != "auto":
+        return name
+    for candidate in ("granian", "waitress"):
+        if importlib.util.find_spec(candidate) is not None:
+            return candidate
+    return "wsgiref"
+
+
+def serve(config: Config, argv: list[str]) -> None:
+    """Serve until interrupted. ``argv`` rebuilds the config in worker processes."""
+    server = choose_server(config.server)
+    log.info("serving %s on http://%s:%d/ with %s", ", ".join(map(str, config.roots)), config.host, config.port, server)
+    if server == "granian":
+        _serve_granian(config, argv)
+        return
+    from .web import create_app
+
+    app = create_app(config)
+    if server == "waitress":
+        import waitress
+
+        waitress.serve(app, host=config.host, port=config.port, threads=config.threads or _DEFAULT_THREADS, _quiet=True)
+    elif server == "wsgiref":
+        _serve_wsgiref(app, config)
+    else:
+        options: dict[str, Any] = {}
+        if server == "gunicorn":
+            options = {"workers": config.workers or 1, "threads": config.threads or _DEFAULT_THREADS}
+        bottle.run(app, server=server, host=config.host, port=config.port, quiet=config.verbosity < 2, **options)
+
+
+def granian_app() -> bottle.Bottle:
+    """The factory each granian worker process calls: the config travels as
+    the command-line arguments, so a worker builds exactly what was asked."""
+    from .cli import run_config
+    from .web import create_app
+
+    return create_app(run_config(json.loads(os.environ[_ARGV_VARIABLE])))
+
+
+def _serve_granian(config: Config, argv: list[str]) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from .index import Catalogue
+    from .state import StateStore
+    from .storage import DirectoryStorage
+    from .web.app import state_dir
+
+    # Read new files once here, so the workers start from a warm cache
+    # instead of each hashing the same files.
+    Catalogue(
+        DirectoryStorage(config.roots), StateStore(state_dir(config)), hash_algo=config.hash_algo
+    ).load()
+    os.environ[_ARGV_VARIABLE] = json.dumps(argv)
+    workers = config.workers or min(os.cpu_count() or 1, 4)
+    Granian(
+        "pypiserver.serving:granian_app",
+        address=config.host,
+        port=config.port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=config.threads or _DEFAULT_THREADS,
+        factory=True,
+        log_enabled=config.verbosity > 0,
+        backlog=2048,
+    ).serve()
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def _serve_wsgiref(app: bottle.Bottle, config: Config) -> None:
+    with make_server(config.host, config.port, app, _ThreadingWSGIServer, _QuietHandler) as server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            sys.stderr.write("stopped\n")

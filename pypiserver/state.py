@@ -1,0 +1,212 @@
+"""What the server remembers between requests, restarts and processes.
+
+Three things live in the state directory (a dot-directory, never served):
+
+* ``state.sqlite3`` — per file, what was learnt by reading it once (digests,
+  core metadata), keyed by path, size and modification time so a changed file
+  is read again; and the yank state of releases and files.
+* ``changes.log`` — an append-only journal of the writes this server made
+  (uploads, removals, yanks).  Every worker process checks its size on each
+  request, which costs one ``stat``, and replays what it has not seen: an
+  upload acknowledged by one worker is listed by all on the next request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+__all__ = ["FileFacts", "StateStore", "Change", "Yank"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    digests TEXT NOT NULL,
+    requires_python TEXT,
+    summary TEXT,
+    metadata BLOB,
+    metadata_sha256 TEXT
+);
+CREATE TABLE IF NOT EXISTS yanks (
+    project TEXT NOT NULL,
+    version TEXT NOT NULL,
+    filename TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (project, version, filename)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What reading a distribution once taught us."""
+
+    size: int
+    mtime_ns: int
+    #: hashlib name -> hex digest; always sha256, md5 and blake2b_256.
+    digests: Mapping[str, str]
+    requires_python: str | None = None
+    summary: str | None = None
+    #: sha256 of the core metadata file, when one could be read.
+    metadata_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Yank:
+    project: str
+    version: str
+    #: Empty when the whole release is yanked.
+    filename: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    #: "file" (a path was written or removed) or "yank".
+    kind: str
+    subject: str
+
+
+class StateStore:
+    """The SQLite database and change journal in one state directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.journal = directory / "changes.log"
+        self.journal.touch(exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            directory / "state.sqlite3", check_same_thread=False, timeout=30
+        )
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- file facts ----------------------------------------------------------
+
+    def all_facts(self) -> dict[str, FileFacts]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, size, mtime_ns, digests, requires_python, summary,"
+                " metadata_sha256 FROM files"
+            ).fetchall()
+        return {row[0]: _facts(row[1:]) for row in rows}
+
+    def facts(self, path: str) -> FileFacts | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, digests, requires_python, summary,"
+                " metadata_sha256 FROM files WHERE path = ?",
+                (path,),
+            ).fetchone()
+        return _facts(row) if row else None
+
+    def save_facts(self, path: str, facts: FileFacts, metadata: bytes | None) -> None:
+        self.save_many_facts([(path, facts, metadata)])
+
+    def save_many_facts(self, items: list[tuple[str, FileFacts, bytes | None]]) -> None:
+        """Save in one transaction: a first scan of a large tree saves thousands."""
+        rows = [
+            (
+                path,
+                facts.size,
+                facts.mtime_ns,
+                json.dumps(dict(facts.digests), sort_keys=True),
+                facts.requires_python,
+                facts.summary,
+                metadata,
+                facts.metadata_sha256,
+            )
+            for path, facts, metadata in items
+        ]
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def forget(self, path: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+
+    def metadata(self, path: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT metadata FROM files WHERE path = ?", (path,)
+            ).fetchone()
+        return row[0] if row else None
+
+    # -- yanks ---------------------------------------------------------------
+
+    def yanks(self) -> list[Yank]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT project, version, filename, reason FROM yanks"
+            ).fetchall()
+        return [Yank(*row) for row in rows]
+
+    def yank(self, project: str, version: str, filename: str, reason: str) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO yanks VALUES (?, ?, ?, ?)",
+                (project, version, filename, reason),
+            )
+
+    def unyank(self, project: str, version: str, filename: str) -> bool:
+        with self._lock, self._db:
+            cursor = self._db.execute(
+                "DELETE FROM yanks WHERE project = ? AND version = ? AND filename = ?",
+                (project, version, filename),
+            )
+        return cursor.rowcount > 0
+
+    # -- change journal -------------------------------------------------------
+
+    def journal_size(self) -> int:
+        try:
+            return os.stat(self.journal).st_size
+        except OSError:
+            return 0
+
+    def record(self, change: Change) -> None:
+        line = f"{change.kind}\t{change.subject}\n".encode("utf-8")
+        # O_APPEND makes each small write land whole at the end, even when
+        # several processes write at once.
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def changes_since(self, offset: int) -> tuple[list[Change], int]:
+        """The changes recorded after byte ``offset``, and the new offset."""
+        with open(self.journal, "rb") as journal:
+            journal.seek(offset)
+            data = journal.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        return list(_parse_changes(complete)), offset + len(complete)
+
+
+def _facts(row: tuple) -> FileFacts:
+    size, mtime_ns, digests, requires_python, summary, metadata_sha256 = row
+    return FileFacts(size, mtime_ns, json.loads(digests), requires_python, summary, metadata_sha256)
+
+
+def _parse_changes(data: bytes) -> Iterator[Change]:
+    for line in data.decode("utf-8", "replace").splitlines():
+        kind, _, subject = line.partition("\t")
+        if kind and subject:
+            yield Change(kind, subject)

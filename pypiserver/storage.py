@@ -1,0 +1,213 @@
+"""Where the bytes of distributions live.
+
+:class:`Storage` is the small interface the index needs; :class:`DirectoryStorage`
+keeps files in one or more directory trees, the first of which receives
+uploads.  Files and directories whose names start with a dot are never
+listed: that is where temporary upload files and the server's own state live.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Protocol
+
+from .distributions import SIGNATURE_SUFFIX, is_distribution
+
+__all__ = [
+    "DirectoryStorage",
+    "FileExists",
+    "Storage",
+    "StoredFile",
+    "UnsafePath",
+    "is_served_name",
+]
+
+_CHUNK = 1024 * 1024
+
+
+class UnsafePath(ValueError):
+    """A relative path that would leave the package directories or name a
+    hidden file."""
+
+
+class FileExists(FileExistsError):
+    """A file of that name is already stored and overwriting is not allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    root: Path
+    #: The path below its root, with "/" separators: the file's URL path.
+    relpath: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.relpath
+
+    @property
+    def filename(self) -> str:
+        return self.relpath.rpartition("/")[2]
+
+
+class Storage(Protocol):
+    roots: tuple[Path, ...]
+
+    def scan(self) -> Iterator[StoredFile]:
+        """Every distribution and signature file, first root first."""
+
+    def stat(self, relpath: str) -> StoredFile | None:
+        """The stored file at ``relpath`` in the first root holding it."""
+
+    def locate(self, path: Path) -> StoredFile | None:
+        """The stored file for an absolute path a file watcher reported."""
+
+    def write(self, relpath: str, source: BinaryIO, *, overwrite: bool) -> StoredFile:
+        """Store ``source`` at ``relpath`` in the upload root, atomically."""
+
+    def remove(self, relpath: str) -> None:
+        """Remove the file at ``relpath`` from every root holding it."""
+
+
+def is_served_name(filename: str) -> bool:
+    """Whether a directory entry of this name is part of the index."""
+    if filename.startswith("."):
+        return False
+    if filename.endswith(SIGNATURE_SUFFIX):
+        return is_distribution(filename[: -len(SIGNATURE_SUFFIX)])
+    return is_distribution(filename)
+
+
+class DirectoryStorage:
+    """Distributions kept in directory trees on a local file system."""
+
+    def __init__(self, roots: tuple[Path, ...]) -> None:
+        self.roots = tuple(Path(os.path.abspath(root)) for root in roots)
+
+    def scan(self) -> Iterator[StoredFile]:
+        seen: set[str] = set()
+        for root in self.roots:
+            for stored in _walk(root, root):
+                # A file present in two roots is served from the first one.
+                if stored.relpath not in seen:
+                    seen.add(stored.relpath)
+                    yield stored
+
+    def stat(self, relpath: str) -> StoredFile | None:
+        parts = _safe_parts(relpath)
+        for root in self.roots:
+            stored = _stat(root, "/".join(parts))
+            if stored is not None:
+                return stored
+        return None
+
+    def locate(self, path: Path) -> StoredFile | None:
+        path = Path(os.path.abspath(path))
+        for root in self.roots:
+            try:
+                relative = path.relative_to(root)
+            except ValueError:
+                continue
+            parts = relative.parts
+            if not parts or any(part.startswith(".") for part in parts):
+                return None
+            if not is_served_name(parts[-1]):
+                return None
+            return self.stat("/".join(parts))
+        return None
+
+    def write(self, relpath: str, source: BinaryIO, *, overwrite: bool) -> StoredFile:
+        parts = _safe_parts(relpath)
+        root = self.roots[0]
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary file is a dot-file in the target directory, so it is
+        # never listed and the final rename stays on one file system.
+        fd, temp_name = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as temp:
+                _copy(source, temp)
+                temp.flush()
+                os.fsync(temp.fileno())
+            os.chmod(temp_name, 0o644)
+            _publish(temp_name, target, overwrite=overwrite)
+        finally:
+            if os.path.exists(temp_name):
+                os.unlink(temp_name)
+        stored = _stat(root, "/".join(parts))
+        assert stored is not None
+        return stored
+
+    def remove(self, relpath: str) -> None:
+        parts = _safe_parts(relpath)
+        for root in self.roots:
+            try:
+                os.unlink(root.joinpath(*parts))
+            except FileNotFoundError:
+                pass
+
+
+def _safe_parts(relpath: str) -> list[str]:
+    parts = relpath.replace("\\", "/").split("/")
+    if not parts or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        raise UnsafePath(f"{relpath!r} is not a path inside the package directories")
+    if any("\x00" in part or ":" in part for part in parts):
+        raise UnsafePath(f"{relpath!r} contains characters not allowed in a file name")
+    return parts
+
+
+def _walk(root: Path, directory: Path) -> Iterator[StoredFile]:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in sorted(entries, key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir():
+                yield from _walk(root, Path(entry.path))
+            elif entry.is_file() and is_served_name(entry.name):
+                stat = entry.stat()
+                relpath = Path(entry.path).relative_to(root).as_posix()
+                yield StoredFile(root, relpath, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            continue
+
+
+def _stat(root: Path, relpath: str) -> StoredFile | None:
+    try:
+        stat = os.stat(root / relpath)
+    except OSError:
+        return None
+    if not os.path.isfile(root / relpath):
+        return None
+    return StoredFile(root, relpath, stat.st_size, stat.st_mtime_ns)
+
+
+def _copy(source: BinaryIO, target: BinaryIO) -> None:
+    while chunk := source.read(_CHUNK):
+        target.write(chunk)
+
+
+def _publish(temp_name: str, target: Path, *, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temp_name, target)
+        return
+    # A hard link fails if the name exists, so two concurrent uploads of the
+    # same filename cannot both win and no check-then-write race exists.
+    try:
+        os.link(temp_name, target)
+    except FileExistsError:
+        raise FileExists(f"{target.name} already exists") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+            raise
+        if target.exists():
+            raise FileExists(f"{target.name} already exists") from None
+        os.replace(temp_name, target)

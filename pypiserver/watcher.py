@@ -1,0 +1,107 @@
+"""Keeps the catalogue current with files that change on disk by other
+means than an upload: ``scp``, ``cp``, ``rm``, another process.
+
+Watchdog reports events on its own thread; they are queued and applied by one
+worker thread, after a short pause that lets a burst of events for the same
+file (create, many writes, close) collapse into one look at it.  Requests
+never wait for the watcher and the watcher never waits for requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .index import Catalogue
+from .storage import is_served_name
+
+__all__ = ["Watcher"]
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for more events before acting on a burst.
+SETTLE_SECONDS = 0.05
+_RESCAN = "\0rescan"
+
+
+class Watcher(FileSystemEventHandler):
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self._roots = tuple(Path(os.path.abspath(r)) for r in catalogue.storage.roots)
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._observer = Observer()
+        self._worker = threading.Thread(target=self._run, name="pypiserver-watcher", daemon=True)
+
+    def start(self) -> None:
+        for root in self._roots:
+            self._observer.schedule(self, str(root), recursive=True)
+        self._observer.daemon = True
+        self._observer.start()
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._queue.put(None)
+        if self._observer.is_alive():
+            self._observer.join(timeout=5)
+
+    # watchdog calls this for every event, on its thread.
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [event.src_path]
+        if getattr(event, "dest_path", ""):
+            paths.append(event.dest_path)
+        for path in paths:
+            relpath = self._relpath(os.fsdecode(path))
+            if relpath is None:
+                continue
+            if event.is_directory:
+                # Files may land in a new directory before its watch is added;
+                # a rescan finds them.
+                self._queue.put(_RESCAN)
+            elif is_served_name(relpath.rpartition("/")[2]):
+                self._queue.put(relpath)
+
+    def _relpath(self, path: str) -> str | None:
+        for root in self._roots:
+            try:
+                parts = Path(path).relative_to(root).parts
+            except ValueError:
+                continue
+            if not parts or any(part.startswith(".") for part in parts):
+                return None
+            return "/".join(parts)
+        return None
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = {item}
+            while True:
+                try:
+                    item = self._queue.get(timeout=SETTLE_SECONDS)
+                except queue.Empty:
+                    break
+                if item is None:
+                    return
+                batch.add(item)
+            self._apply(batch)
+
+    def _apply(self, batch: set[str]) -> None:
+        try:
+            if _RESCAN in batch:
+                self.catalogue.rescan()
+                return
+            for relpath in sorted(batch):
+                self.catalogue.refresh(relpath)
+        except Exception:  # a bad file must not stop the watcher
+            log.exception("could not apply file changes %s", sorted(batch))

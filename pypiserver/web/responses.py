@@ -1,0 +1,151 @@
+"""Shared pieces of HTTP answers: cached pages with ETags, conditional
+requests, compression, redirects and the externally visible base URL."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+import bottle
+
+__all__ = ["Page", "PageCache", "base_url", "redirect", "send_page", "plain_error"]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A rendered document, with what conditional requests need."""
+
+    body: bytes
+    content_type: str
+    etag: str = field(init=False)
+    _gzipped: list = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A content hash, so every worker process gives the same page the
+        # same ETag and a revalidation never depends on which one answers.
+        digest = hashlib.blake2b(self.body, digest_size=12).hexdigest()
+        object.__setattr__(self, "etag", f'"{digest}"')
+
+    @property
+    def gzipped(self) -> bytes:
+        if not self._gzipped:
+            self._gzipped.append(gzip.compress(self.body, compresslevel=6, mtime=0))
+        return self._gzipped[0]
+
+
+class PageCache:
+    """Rendered pages keyed by what they show and that thing's revision.
+
+    An entry is rebuilt only when the revision it was built from changes, so
+    one project's upload never discards another project's page.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self._entries: OrderedDict[Hashable, tuple[int, Page]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_entries = max_entries
+
+    def get(self, key: Hashable, revision: int, build: Callable[[], Page]) -> Page:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == revision:
+            return entry[1]
+        page = build()
+        with self._lock:
+            self._entries[key] = (revision, page)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        return page
+
+
+_COMPRESS_MIN = 512
+
+
+def send_page(page: Page, *, max_age: int, vary_accept: bool = False) -> bytes:
+    """Answer with ``page``: a 304 when the client has it, gzip when welcome."""
+    response = bottle.response
+    response.set_header("ETag", page.etag)
+    response.set_header("Cache-Control", f"max-age={max_age}, public")
+    vary = ["Accept-Encoding"]
+    if vary_accept:
+        vary.insert(0, "Accept")
+    response.set_header("Vary", ", ".join(vary))
+    if _matches(bottle.request.get_header("If-None-Match"), page.etag):
+        response.status = 304
+        return b""
+    response.content_type = page.content_type
+    body = page.body
+    if len(body) >= _COMPRESS_MIN and _accepts_gzip(bottle.request.get_header("Accept-Encoding")):
+        body = page.gzipped
+        response.set_header("Content-Encoding", "gzip")
+    if bottle.request.method == "HEAD":
+        response.set_header("Content-Length", str(len(body)))
+    return body
+
+
+def base_url(explicit: str | None) -> str:
+    """The URL clients reach this application at, without a trailing slash.
+
+    ``--server-base-url`` wins; otherwise the proxy headers ``X-Forwarded-Proto``,
+    ``X-Forwarded-Host`` (which may carry a path, as in the nginx recipe) and
+    ``X-Forwarded-Prefix``, then the request itself.
+    """
+    if explicit:
+        return explicit.rstrip("/")
+    environ = bottle.request.environ
+    scheme = _first(environ.get("HTTP_X_FORWARDED_PROTO")) or environ.get("wsgi.url_scheme", "http")
+    host = _first(environ.get("HTTP_X_FORWARDED_HOST")) or environ.get("HTTP_HOST")
+    if not host:
+        host = environ.get("SERVER_NAME", "localhost")
+        port = environ.get("SERVER_PORT", "")
+        if port and port != {"http": "80", "https": "443"}.get(scheme):
+            host = f"{host}:{port}"
+    prefix = _first(environ.get("HTTP_X_FORWARDED_PREFIX")) or ""
+    script = environ.get("SCRIPT_NAME", "")
+    return f"{scheme}://{host.rstrip('/')}{_slashed(prefix)}{_slashed(script)}".rstrip("/")
+
+
+def redirect(location: str, status: int = 301) -> bottle.HTTPResponse:
+    response = bottle.HTTPResponse(status=status)
+    response.set_header("Location", location)
+    return response
+
+
+def plain_error(status: int, message: str) -> bottle.HTTPResponse:
+    """An error whose body is the message alone, for clients that print it."""
+    response = bottle.HTTPResponse(body=message + "\n", status=status)
+    response.content_type = "text/plain; charset=utf-8"
+    return response
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return etag in candidates
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    if not header:
+        return False
+    for item in header.split(","):
+        coding, *params = (p.strip() for p in item.split(";"))
+        if coding.lower() in ("gzip", "*"):
+            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params)
+    return False
+
+
+def _first(value: str | None) -> str | None:
+    # A chain of proxies appends values; the first is what the client used.
+    return value.split(",")[0].strip() if value else None
+
+
+def _slashed(path: str) -> str:
+    path = path.strip("/")
+    return f"/{path}" if path else ""

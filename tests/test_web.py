@@ -1,0 +1,319 @@
+"""WSGI-level tests of every read route, with webtest over real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import webtest
+
+import pypiserver
+from tests.dists import make_sdist, make_wheel
+
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    contexts = []
+
+    def factory(root: Path | None = None, **config) -> webtest.TestApp:
+        config.setdefault("root", str(root or tmp_path / "packages"))
+        config.setdefault("state_dir", str(tmp_path / f"state{len(contexts)}"))
+        app = pypiserver.app(**config)
+        contexts.append(app.config["pypiserver.context"])
+        return webtest.TestApp(app)
+
+    yield factory
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    root = tmp_path / "packages"
+    root.mkdir()
+    make_wheel(root, "Foo_Bar", "1.0", summary="The foo", requires_python=">=3.8,<4")
+    make_sdist(root, "Foo_Bar", "1.0")
+    make_wheel(root, "Foo_Bar", "1.10", requires_dist=["dep>=1"])
+    make_wheel(root, "Foo_Bar", "1.9")
+    make_wheel(root, "dep", "2.0")
+    sub = root / "sub" / "deeper"
+    sub.mkdir(parents=True)
+    make_wheel(sub, "nested", "0.1")
+    (root / "README.txt").write_text("not a distribution")
+    (root / ".hidden").mkdir()
+    make_wheel(root / ".hidden", "secret", "1.0")
+    make_wheel(root, "visible", "1.0")
+    (root / "visible-1.0-py3-none-any.whl").rename(root / ".visible-1.0-py3-none-any.whl")
+    return root
+
+
+@pytest.fixture
+def app(make_app, root) -> webtest.TestApp:
+    return make_app(root)
+
+
+def test_project_list(app):
+    page = app.get("/simple/")
+    assert page.content_type == "text/html"
+    assert '<meta name="pypi:repository-version" content="1.1">' in page.text
+    hrefs = [a["href"] for a in page.html.find_all("a")]
+    assert hrefs == ["dep/", "foo-bar/", "nested/"]
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/simple", "/simple/"),
+        ("/simple/Foo_Bar/", "/simple/foo-bar/"),
+        ("/simple/foo-bar", "/simple/foo-bar/"),
+        ("/simple/FOO.BAR", "/simple/foo-bar/"),
+        ("/foo-bar/", "/simple/foo-bar/"),
+        ("/Foo_Bar", "/simple/foo-bar/"),
+        ("/packages", "/packages/"),
+    ],
+)
+def test_normalising_redirects(app, path, location):
+    response = app.get(path, status=301)
+    assert response.headers["Location"] == "http://localhost:80" + location
+
+
+def test_project_page_links(app, root):
+    page = app.get("/simple/foo-bar/")
+    anchors = page.html.find_all("a")
+    assert [a.text for a in anchors] == [
+        "foo_bar-1.0-py3-none-any.whl",
+        "foo_bar-1.0.tar.gz",
+        "foo_bar-1.9-py3-none-any.whl",
+        "foo_bar-1.10-py3-none-any.whl",
+    ]
+    wheel = anchors[0]
+    digest = hashlib.sha256((root / "foo_bar-1.0-py3-none-any.whl").read_bytes()).hexdigest()
+    assert wheel["href"] == f"../../packages/foo_bar-1.0-py3-none-any.whl#sha256={digest}"
+    assert wheel["data-requires-python"] == ">=3.8,<4"
+    assert "data-requires-python=\"&gt;=3.8,&lt;4\"" in page.text
+    assert wheel["data-core-metadata"].startswith("sha256=")
+    assert wheel["data-dist-info-metadata"] == wheel["data-core-metadata"]
+    assert not anchors[1].has_attr("data-core-metadata")
+
+
+def test_hash_algo_choice(make_app, root):
+    page = make_app(root, hash_algo="md5").get("/simple/dep/")
+    digest = hashlib.md5((root / "dep-2.0-py3-none-any.whl").read_bytes()).hexdigest()
+    assert page.html.a["href"].endswith(f"#md5={digest}")
+
+
+@pytest.mark.parametrize("off", ["off", "0", "no", "false"])
+def test_hash_algo_off(make_app, root, off):
+    page = make_app(root, hash_algo=off).get("/simple/dep/")
+    assert "#" not in page.html.a["href"]
+
+
+def test_unknown_project_redirects_to_fallback(app):
+    response = app.get("/simple/unknown/", status=303)
+    assert response.headers["Location"] == "https://pypi.org/simple/unknown/"
+
+
+def test_custom_fallback_and_disabled_fallback(make_app, root):
+    custom = make_app(root, fallback_url="https://mirror.example/simple")
+    assert custom.get("/simple/nope/", status=303).headers["Location"] == "https://mirror.example/simple/nope/"
+    disabled = make_app(root, disable_fallback=True)
+    assert "not in this index" in disabled.get("/simple/nope/", status=404).text
+
+
+def test_download_and_listing(app, root):
+    listing = app.get("/packages/")
+    hrefs = [a["href"].split("#")[0] for a in listing.html.find_all("a")]
+    assert "sub/deeper/nested-0.1-py3-none-any.whl" in hrefs
+    assert not any("secret" in h or "visible" in h or "README" in h for h in hrefs)
+    body = app.get("/packages/sub/deeper/nested-0.1-py3-none-any.whl").body
+    assert body == (root / "sub/deeper/nested-0.1-py3-none-any.whl").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/packages/README.txt",
+        "/packages/.hidden/secret-1.0-py3-none-any.whl",
+        "/packages/.visible-1.0-py3-none-any.whl",
+        "/packages/../packages/dep-2.0-py3-none-any.whl",
+        "/packages/%2e%2e/%2e%2e/etc/passwd",
+        "/packages/sub/../../outside.whl",
+        "/packages//etc/passwd",
+    ],
+)
+def test_nothing_outside_the_index_is_served(app, path, root):
+    (root.parent / "outside.whl").write_bytes(b"TOP-SECRET-BYTES")
+    response = app.get(path, expect_errors=True)
+    assert response.status_int in (301, 404)
+    assert b"TOP-SECRET" not in response.body
+    assert not response.body.startswith(b"PK")  # no wheel (zip) was sent
+
+
+def test_download_headers_head_range_and_conditional(make_app, root):
+    app = make_app(root, cache_control=3600)
+    path = "/packages/foo_bar-1.0.tar.gz"
+    data = (root / "foo_bar-1.0.tar.gz").read_bytes()
+    full = app.get(path, headers={"Accept-Encoding": "gzip"})
+    assert full.body == data
+    assert "Content-Encoding" not in full.headers
+    assert full.headers["Cache-Control"] == "public, max-age=3600"
+    assert full.headers["Accept-Ranges"] == "bytes"
+    head = app.head(path)
+    assert head.headers["Content-Length"] == str(len(data)) and head.body == b""
+    part = app.get(path, headers={"Range": "bytes=0-9"}, status=206)
+    assert part.body == data[:10]
+    assert part.headers["Content-Range"] == f"bytes 0-9/{len(data)}"
+    suffix = app.get(path, headers={"Range": "bytes=-5"}, status=206)
+    assert suffix.body == data[-5:]
+    app.get(path, headers={"If-Modified-Since": full.headers["Last-Modified"]}, status=304)
+
+
+def test_no_cache_control_by_default(app):
+    assert "Cache-Control" not in app.get("/packages/dep-2.0-py3-none-any.whl").headers
+
+
+def test_core_metadata_file(app, root):
+    page = app.get("/simple/foo-bar/")
+    anchor = page.html.find("a", string="foo_bar-1.10-py3-none-any.whl")
+    metadata = app.get("/packages/foo_bar-1.10-py3-none-any.whl.metadata")
+    with zipfile.ZipFile(root / "foo_bar-1.10-py3-none-any.whl") as wheel:
+        expected = wheel.read("foo_bar-1.10.dist-info/METADATA")
+    assert metadata.body == expected
+    assert anchor["data-core-metadata"] == "sha256=" + hashlib.sha256(expected).hexdigest()
+    app.get("/packages/foo_bar-1.0.tar.gz.metadata", status=404)
+
+
+def test_welcome_and_health(make_app, root, tmp_path):
+    app = make_app(root)
+    page = app.get("/")
+    assert "pypiserver" in page.text and pypiserver.__version__ in page.text
+    assert "3 projects" in page.text
+    assert app.get("/health").text == "Ok"
+    welcome = tmp_path / "welcome.html"
+    welcome.write_text("<p>Hello {{URL}} v{{VERSION}} n={{NUMPKGS}}</p>")
+    custom = make_app(root, welcome_file=str(welcome), health_endpoint="/ready")
+    assert custom.get("/").text == f"<p>Hello http://localhost:80/ v{pypiserver.__version__} n=3</p>"
+    assert custom.get("/ready").text == "Ok"
+    custom.get("/health", status=301)  # now an ordinary short project URL
+
+
+def test_short_json(app, root):
+    document = app.get("/foo-bar/json").json
+    assert list(document["releases"]) == ["1.0", "1.9", "1.10"]
+    assert document["info"]["version"] == "1.10"
+    wheel = document["releases"]["1.10"][0]
+    assert wheel["url"] == "http://localhost:80/packages/foo_bar-1.10-py3-none-any.whl"
+    assert wheel["digests"]["sha256"] == hashlib.sha256(
+        (root / "foo_bar-1.10-py3-none-any.whl").read_bytes()
+    ).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("headers", "location"),
+    [
+        ({"X-Forwarded-Host": "proxy.example:8443", "X-Forwarded-Proto": "https"}, "https://proxy.example:8443/simple/foo-bar/"),
+        ({"X-Forwarded-Host": "proxy.example/pypi", "X-Forwarded-Proto": "https"}, "https://proxy.example/pypi/simple/foo-bar/"),
+        ({"X-Forwarded-Host": "proxy.example", "X-Forwarded-Prefix": "/pypi/"}, "http://proxy.example/pypi/simple/foo-bar/"),
+        ({"Host": "index.internal:9000"}, "http://index.internal:9000/simple/foo-bar/"),
+    ],
+)
+def test_redirects_behind_a_proxy(app, headers, location):
+    assert app.get("/simple/Foo_Bar/", headers=headers, status=301).headers["Location"] == location
+
+
+def test_server_base_url_wins(make_app, root):
+    app = make_app(root, server_base_url="https://pypi.corp/base/")
+    response = app.get("/simple/Foo_Bar/", headers={"X-Forwarded-Host": "other"}, status=301)
+    assert response.headers["Location"] == "https://pypi.corp/base/simple/foo-bar/"
+    assert app.get("/dep/json").json["urls"][0]["url"].startswith("https://pypi.corp/base/packages/")
+
+
+def test_scan_ignores_files_outside_grammar_and_dot_entries(app):
+    projects = [a.text for a in app.get("/simple/").html.find_all("a")]
+    assert "secret" not in projects and "visible" not in projects
+
+
+def test_simple_dir_backend_sees_new_files_on_next_request(make_app, root):
+    app = make_app(root, backend_arg="simple-dir")
+    make_wheel(root, "fresh", "1.0")
+    assert "fresh/" in app.get("/simple/").text
+    (root / "fresh-1.0-py3-none-any.whl").unlink()
+    assert "fresh/" not in app.get("/simple/").text
+
+
+def test_cached_dir_backend_sees_new_files(make_app, root):
+    app = make_app(root)
+    make_wheel(root / "sub", "fresh", "1.0")
+    newdir = root / "brand-new"
+    newdir.mkdir()
+    make_wheel(newdir, "newer", "1.0")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        text = app.get("/simple/").text
+        if "fresh/" in text and "newer/" in text:
+            break
+        time.sleep(0.05)
+    assert "fresh/" in text and "newer/" in text
+    os.unlink(newdir / "newer-1.0-py3-none-any.whl")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and "newer/" in app.get("/simple/").text:
+        time.sleep(0.05)
+    assert "newer/" not in app.get("/simple/").text
+
+
+def test_digest_cache_survives_restart(make_app, root, tmp_path):
+    make_app(root, state_dir=str(tmp_path / "shared-state"))
+    database = tmp_path / "shared-state" / "state.sqlite3"
+    assert database.exists()
+    # Change the bytes but keep size and mtime: the cached digest is used,
+    # which shows the file was not read again.
+    wheel = root / "dep-2.0-py3-none-any.whl"
+    stat = wheel.stat()
+    data = bytearray(wheel.read_bytes())
+    data[-1] ^= 0xFF
+    wheel.write_bytes(bytes(data))
+    os.utime(wheel, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = make_app(root, state_dir=str(tmp_path / "shared-state"))
+    listed = again.get("/simple/dep/").html.a["href"].split("=")[1]
+    assert listed != hashlib.sha256(bytes(data)).hexdigest()
+
+
+def test_bottle_is_reexported():
+    from pypiserver import bottle
+
+    assert "waitress" in bottle.server_names
+
+
+def test_app_returns_new_app_each_call(make_app, root):
+    assert make_app(root).app is not make_app(root).app
+
+
+def test_unknown_app_keyword_is_an_error(root):
+    with pytest.raises(ValueError, match="unknown configuration keyword 'nonsense'"):
+        pypiserver.app(root=str(root), nonsense=1)
+
+
+def test_paste_factory_takes_ini_strings(root, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    make_wheel(other, "extra", "1.0")
+    app = pypiserver.paste_app_factory({}, root=f"{root}\n  {other}", disable_fallback="true", state_dir=str(tmp_path / "st"))
+    try:
+        test = webtest.TestApp(app)
+        assert "extra/" in test.get("/simple/").text
+        test.get("/simple/nope/", status=404)
+    finally:
+        app.config["pypiserver.context"].close()
+
+
+def test_json_project_list(app):
+    document = app.get("/simple/", headers={"Accept": JSON_V1})
+    assert document.content_type == JSON_V1
+    assert json.loads(document.body)["projects"][0] == {"name": "dep"}
