@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace, run_argv: list[str]) -> int:
 def _update(args: argparse.Namespace) -> int:
     from .updater import UpdateOptions, UpdaterError, read_ignorelist, run_update
 
-    roots = _roots(args.package_directory)
+    roots = Config(roots=_roots(args.package_directory)).checked().roots
     try:
         ignore = read_ignorelist(args.ignorelist_file) if args.ignorelist_file else frozenset()
     except UpdaterError as exc:

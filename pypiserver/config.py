@@ -12,11 +12,12 @@ import hashlib
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from .accounts import Action
 
 __all__ = [
-    "Action",
-    "ACTIONS",
     "BACKENDS",
     "Config",
     "ConfigError",
@@ -29,8 +30,6 @@ __all__ = [
     "parse_port",
 ]
 
-Action = Literal["update", "download", "list"]
-ACTIONS: tuple[Action, ...] = ("update", "download", "list")
 BACKENDS = ("auto", "simple-dir", "cached-dir")
 DEFAULT_FALLBACK_URL = "https://pypi.org/simple/"
 DEFAULT_ROOT = Path("~/packages")
@@ -181,18 +180,13 @@ def parse_health_endpoint(value: str) -> str:
 
 def parse_actions(value: str | Iterable[str]) -> frozenset[Action]:
     """``-a`` values: a comma-separated list of actions, or ``.`` for none."""
-    words = value.split(",") if isinstance(value, str) else list(value)
-    actions: set[Action] = set()
-    for word in (w.strip().lower() for w in words):
-        if word in ("", "."):
-            continue
-        if word not in ACTIONS:
-            raise ConfigError(
-                f"unknown action {word!r} for --authenticate: choose from "
-                f"{', '.join(ACTIONS)}, or '.' for none"
-            )
-        actions.add(word)  # type: ignore[arg-type]
-    return frozenset(actions)
+    from .accounts import InvalidActions, parse_actions as parse
+
+    text = value if isinstance(value, str) else ",".join(value) or "."
+    try:
+        return parse(text)
+    except InvalidActions as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_directory(path: Path) -> None:

@@ -22,7 +22,7 @@ _WITH_VALUE = frozenset(
 # Short flags without a value that old invocations bundled, as in ``-Ux``.
 _BUNDLABLE = frozenset("Uxuvo")
 _UPDATE_ONLY = frozenset({"-x", "--execute", "-d", "--download-directory", "-u", "--allow-unstable", "--blacklist-file", "--ignorelist-file", "--index-url"})
-_UPDATE_KEEPS = _UPDATE_ONLY | {"-v", "--verbose", "--log-file", "--log-stream", "--log-frmt", "--state-dir"}
+_UPDATE_KEEPS = _UPDATE_ONLY | {"-h", "--help", "-v", "--verbose", "--log-file", "--log-stream", "--log-frmt", "--state-dir"}
 _DROPPED = frozenset({"--log-conf"})
 
 
