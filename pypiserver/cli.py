@@ -27,6 +27,7 @@ from .config import (
     parse_health_endpoint,
     parse_port,
 )
+from .accounts import PasswordFileError
 from .legacy import translate_legacy_argv
 
 __all__ = ["main", "run_config", "build_parser"]
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "update":
             return _update(args)
         return _yank(args)
-    except ConfigError as exc:
+    except (ConfigError, PasswordFileError) as exc:
         sys.stderr.write(f"pypi-server {args.command}: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

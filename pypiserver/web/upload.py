@@ -110,14 +110,14 @@ def _file_upload(ctx: "Context", forms: bottle.FormsDict) -> str | bottle.HTTPRe
     if existing is not None and existing.facts.digests.get("sha256") == digest:
         return "OK: identical file already present\n"
     if existing is not None and not ctx.config.overwrite:
-        return plain_error(409, f"File already exists: {filename}")
+        return _conflict(filename)
     relpath = existing.relpath if existing is not None else filename
     try:
         ctx.catalogue.store(relpath, content.file, overwrite=ctx.config.overwrite)
         if signature is not None:
             ctx.catalogue.store(relpath + SIGNATURE_SUFFIX, signature.file, overwrite=True)
     except FileExists:
-        return plain_error(409, f"File already exists: {filename}")
+        return _conflict(filename)
     except UnsafePath as exc:
         return plain_error(400, str(exc))
     except OSError as exc:
@@ -125,6 +125,15 @@ def _file_upload(ctx: "Context", forms: bottle.FormsDict) -> str | bottle.HTTPRe
         return plain_error(500, f"Could not store {filename}: {exc.strerror or exc}")
     log.info("stored %s", relpath)
     return "OK\n"
+
+
+def _conflict(filename: str) -> bottle.HTTPResponse:
+    # twine, poetry, pdm and uv recognise 409 and the words "File already
+    # exists"; putting them in the reason phrase too shows them in every
+    # client's error line.
+    response = plain_error(409, f"File already exists: {filename}")
+    response.status = "409 File already exists"
+    return response
 
 
 def _remove_release(ctx: "Context", forms: bottle.FormsDict) -> str | bottle.HTTPResponse:
@@ -143,19 +152,21 @@ def _remove_release(ctx: "Context", forms: bottle.FormsDict) -> str | bottle.HTT
     return "OK\n"
 
 
-def _search(ctx: "Context") -> bytes:
+def _search(ctx: "Context") -> bytes | bottle.HTTPResponse:
+    request = bottle.request
+    if request.content_length > xmlrpc.MAX_BODY_BYTES:
+        return plain_error(413, f"XML-RPC request too large: the limit is {xmlrpc.MAX_BODY_BYTES} bytes")
+    body = request.body.read(xmlrpc.MAX_BODY_BYTES + 1)
     bottle.response.content_type = "text/xml"
     try:
-        method, params = xmlrpc.parse_call(bottle.request.body.read(xmlrpc.MAX_BODY + 1))
+        # Unsafe or malformed XML (entity bombs, external entities) is a bad
+        # request; a well-formed call that fails is answered as a fault.
+        xmlrpc.parse_call(body)
     except xmlrpc.XmlRpcError as exc:
         bottle.response.status = 400
-        return xmlrpc.render_fault(1, str(exc))
-    if method != "search":
-        return xmlrpc.render_fault(1, f"Method {method!r} is not supported: only 'search'")
-    spec = params[0] if params and isinstance(params[0], dict) else {}
-    operator = params[1] if len(params) > 1 and isinstance(params[1], str) else "and"
+        return xmlrpc.render_fault(exc.fault_code, str(exc))
     entries = (xmlrpc.SearchEntry(*entry) for entry in iter_search_entries(ctx.catalogue))
-    return xmlrpc.render_response(xmlrpc.search(entries, spec, operator))
+    return xmlrpc.respond(body, entries)
 
 
 def _filename_problem(filename: str | None) -> str | None:

@@ -1,0 +1,511 @@
+"""Tests for pypiserver.metadata: real archives built in tmp_path, then read."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pypiserver.metadata import (
+    METADATA_LIMIT,
+    CoreMetadata,
+    parse_metadata,
+    read_metadata_bytes,
+)
+
+# Non-ASCII text and CRLF line endings: both must survive byte for byte.
+WHEEL_METADATA = (
+    "Metadata-Version: 2.1\r\n"
+    "Name: demo\r\n"
+    "Version: 1.0\r\n"
+    "Summary: Grüße — 日本語\r\n"
+    "Description-Content-Type: text/markdown\r\n"
+    "\r\n"
+    "# Démo\r\n"
+    "\r\n"
+    "Ünïcödé body.\r\n"
+).encode()
+
+PKG_INFO = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nSummary: from PKG-INFO\n"
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def tar_mode(filename: str) -> str:
+    for suffix, mode in (
+        (".tar.gz", "w:gz"),
+        (".tgz", "w:gz"),
+        (".tar.bz2", "w:bz2"),
+        (".tar.xz", "w:xz"),
+    ):
+        if filename.endswith(suffix):
+            return mode
+    return "w"
+
+
+def add_tar_file(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+def add_tar_link(archive: tarfile.TarFile, name: str, target: str, kind: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    archive.addfile(info)
+
+
+def make_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, tar_mode(path.name)) as archive:
+        for name, data in members.items():
+            add_tar_file(archive, name, data)
+    return path
+
+
+def make_sdist(path: Path, members: dict[str, bytes]) -> Path:
+    if path.name.endswith(".zip"):
+        return make_zip(path, members)
+    return make_tar(path, members)
+
+
+# --------------------------------------------------------------------------
+# Wheels
+
+
+def test_wheel_metadata_is_byte_exact(tmp_path: Path) -> None:
+    wheel = make_zip(
+        tmp_path / "demo-1.0-py3-none-any.whl",
+        {
+            "demo/__init__.py": b"",
+            "demo-1.0.dist-info/METADATA": WHEEL_METADATA,
+            "demo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
+        },
+    )
+    raw = read_metadata_bytes(wheel, "wheel")
+    assert raw == WHEEL_METADATA
+    assert b"\r\n" in raw and "Grüße".encode() in raw
+
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [
+        # A vendored dist-info listed first must not win over the wheel's own.
+        (
+            {
+                "vendored-2.0.dist-info/METADATA": b"Name: vendored\n",
+                "Demo_Pkg-1.0.dist-info/METADATA": b"Name: own\n",
+            },
+            b"Name: own\n",
+        ),
+        # The dist-info name and version are compared normalised.
+        (
+            {
+                "other-3.dist-info/METADATA": b"Name: other\n",
+                "demo_pkg-1.0.0.dist-info/METADATA": b"Name: own\n",
+            },
+            b"Name: own\n",
+        ),
+        # A single dist-info is used even if its name is spelt differently.
+        ({"something-9.dist-info/METADATA": b"Name: only\n"}, b"Name: only\n"),
+        # Only top-level dist-info directories count.
+        ({"demo_pkg/_vendor/x-1.dist-info/METADATA": b"Name: x\n"}, None),
+        ({"demo_pkg/__init__.py": b""}, None),
+        ({"demo_pkg-1.0.dist-info/RECORD": b""}, None),
+    ],
+    ids=[
+        "vendored-first",
+        "normalised-match",
+        "single",
+        "nested-only",
+        "no-dist-info",
+        "no-metadata",
+    ],
+)
+def test_wheel_dist_info_choice(
+    tmp_path: Path, members: dict[str, bytes], expected: bytes | None
+) -> None:
+    wheel = make_zip(tmp_path / "demo_pkg-1.0-py3-none-any.whl", members)
+    assert read_metadata_bytes(wheel, "wheel") == expected
+
+
+# --------------------------------------------------------------------------
+# Sdists and eggs
+
+SDIST_SUFFIXES = [".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip"]
+
+
+@pytest.mark.parametrize("suffix", SDIST_SUFFIXES)
+def test_sdist_pkg_info_in_every_archive_format(tmp_path: Path, suffix: str) -> None:
+    sdist = make_sdist(
+        tmp_path / f"demo-1.0{suffix}",
+        {
+            "demo-1.0/pyproject.toml": b"[project]\n",
+            "demo-1.0/src/demo.egg-info/PKG-INFO": b"Name: stale copy\n",
+            "demo-1.0/PKG-INFO": PKG_INFO,
+        },
+    )
+    assert read_metadata_bytes(sdist, "sdist") == PKG_INFO
+
+
+@pytest.mark.parametrize("suffix", SDIST_SUFFIXES)
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"PKG-INFO": PKG_INFO},  # not inside a top directory
+        {"demo-1.0/src/demo.egg-info/PKG-INFO": PKG_INFO},  # too deep
+        {"demo-1.0/setup.py": b""},
+    ],
+    ids=["at-root", "too-deep", "absent"],
+)
+def test_sdist_without_top_level_pkg_info(
+    tmp_path: Path, suffix: str, members: dict[str, bytes]
+) -> None:
+    sdist = make_sdist(tmp_path / f"demo-1.0{suffix}", members)
+    assert read_metadata_bytes(sdist, "sdist") is None
+
+
+def test_sdist_with_dot_slash_prefix(tmp_path: Path) -> None:
+    sdist = make_tar(tmp_path / "demo-1.0.tar.gz", {"./demo-1.0/PKG-INFO": PKG_INFO})
+    assert read_metadata_bytes(sdist, "sdist") == PKG_INFO
+
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [
+        ({"EGG-INFO/PKG-INFO": PKG_INFO, "demo/__init__.py": b""}, PKG_INFO),
+        ({"demo/__init__.py": b""}, None),
+    ],
+    ids=["with-pkg-info", "without"],
+)
+def test_egg(tmp_path: Path, members: dict[str, bytes], expected: bytes | None) -> None:
+    egg = make_zip(tmp_path / "demo-1.0-py3.11.egg", members)
+    assert read_metadata_bytes(egg, "egg") == expected
+
+
+# --------------------------------------------------------------------------
+# Damaged, hostile and unexpected input
+
+
+@pytest.mark.parametrize(
+    ("filename", "kind"),
+    [
+        ("demo-1.0-py3-none-any.whl", "wheel"),
+        ("demo-1.0.zip", "sdist"),
+        ("demo-1.0.tar.gz", "sdist"),
+        ("demo-1.0.tar.bz2", "sdist"),
+        ("demo-1.0.tar.xz", "sdist"),
+        ("demo-1.0.tar", "sdist"),
+        ("demo-1.0-py3.11.egg", "egg"),
+    ],
+)
+def test_corrupt_archive_gives_none(tmp_path: Path, filename: str, kind: str) -> None:
+    path = tmp_path / filename
+    path.write_bytes(b"PK\x03\x04 this is not really an archive" + bytes(range(256)))
+    assert read_metadata_bytes(path, kind) is None
+
+
+def test_zip_with_corrupted_member_gives_none(tmp_path: Path) -> None:
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("demo-1.0.dist-info/METADATA", WHEEL_METADATA)
+    data = bytearray(wheel.read_bytes())
+    start = data.index(b"Name: demo")
+    data[start : start + 4] = b"XXXX"  # the CRC no longer matches
+    wheel.write_bytes(bytes(data))
+    assert read_metadata_bytes(wheel, "wheel") is None
+
+
+def test_truncated_tar_gz_gives_none(tmp_path: Path) -> None:
+    sdist = make_tar(
+        tmp_path / "demo-1.0.tar.gz",
+        {"demo-1.0/blob.bin": os.urandom(256 * 1024), "demo-1.0/PKG-INFO": PKG_INFO},
+    )
+    data = sdist.read_bytes()
+    sdist.write_bytes(data[: len(data) // 2])
+    assert read_metadata_bytes(sdist, "sdist") is None
+
+
+def test_tar_gz_stops_at_first_pkg_info(tmp_path: Path) -> None:
+    # Damage after PKG-INFO is never reached: the reader does not list the
+    # whole archive before looking.
+    sdist = make_tar(
+        tmp_path / "demo-1.0.tar.gz",
+        {"demo-1.0/PKG-INFO": PKG_INFO, "demo-1.0/blob.bin": os.urandom(256 * 1024)},
+    )
+    data = sdist.read_bytes()
+    sdist.write_bytes(data[: len(data) // 2])
+    assert read_metadata_bytes(sdist, "sdist") == PKG_INFO
+
+
+@pytest.mark.parametrize(
+    ("size", "readable"),
+    [(METADATA_LIMIT, True), (METADATA_LIMIT + 1, False), (5 * 1024 * 1024, False)],
+    ids=["at-limit", "one-over", "5MiB"],
+)
+@pytest.mark.parametrize(
+    ("filename", "kind", "member"),
+    [
+        ("demo-1.0-py3-none-any.whl", "wheel", "demo-1.0.dist-info/METADATA"),
+        ("demo-1.0.tar.gz", "sdist", "demo-1.0/PKG-INFO"),
+        ("demo-1.0.zip", "sdist", "demo-1.0/PKG-INFO"),
+        ("demo-1.0-py3.11.egg", "egg", "EGG-INFO/PKG-INFO"),
+    ],
+    ids=["wheel", "tar.gz", "zip", "egg"],
+)
+def test_size_limit(
+    tmp_path: Path, filename: str, kind: str, member: str, size: int, readable: bool
+) -> None:
+    body = b"Name: demo\n\n" + b"A" * (size - len(b"Name: demo\n\n"))
+    path = tmp_path / filename
+    (make_sdist if kind == "sdist" else make_zip)(path, {member: body})
+    assert path.stat().st_size < 64 * 1024  # highly compressible, small on disk
+    result = read_metadata_bytes(path, kind)
+    assert (result == body) if readable else (result is None)
+
+
+@pytest.mark.parametrize(
+    "link_type", [tarfile.SYMTYPE, tarfile.LNKTYPE], ids=["symlink", "hardlink"]
+)
+def test_tar_link_named_pkg_info_is_ignored(tmp_path: Path, link_type: bytes) -> None:
+    sdist = tmp_path / "demo-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        add_tar_file(archive, "demo-1.0/secret", b"Name: via link\n")
+        # Both links resolve inside the archive, so a reader that followed
+        # them would return the secret member's bytes.
+        target = "secret" if link_type == tarfile.SYMTYPE else "demo-1.0/secret"
+        add_tar_link(archive, "demo-1.0/PKG-INFO", target, link_type)
+    assert read_metadata_bytes(sdist, "sdist") is None
+
+
+def test_tar_regular_pkg_info_after_a_link_is_used(tmp_path: Path) -> None:
+    sdist = tmp_path / "demo-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        add_tar_link(archive, "other-1.0/PKG-INFO", "/etc/passwd", tarfile.SYMTYPE)
+        add_tar_file(archive, "demo-1.0/PKG-INFO", PKG_INFO)
+    assert read_metadata_bytes(sdist, "sdist") == PKG_INFO
+
+
+def test_nothing_is_extracted(tmp_path: Path) -> None:
+    sdist = make_tar(tmp_path / "demo-1.0.tar.gz", {"demo-1.0/PKG-INFO": PKG_INFO})
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert read_metadata_bytes(sdist, "sdist") == PKG_INFO
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("filename", "kind"),
+    [
+        ("missing-1.0-py3-none-any.whl", "wheel"),  # no such file
+        ("demo-1.0.rar", "sdist"),  # not an sdist archive format
+        ("demo-1.0.tar.gz", "unknown"),  # not a kind
+    ],
+)
+def test_unreadable_inputs_give_none(tmp_path: Path, filename: str, kind: str) -> None:
+    path = tmp_path / filename
+    if not filename.startswith("missing"):
+        make_tar(tmp_path / "demo-1.0.tar.gz", {"demo-1.0/PKG-INFO": PKG_INFO}).rename(
+            path
+        )
+    assert read_metadata_bytes(path, kind) is None
+
+
+def test_directory_instead_of_file_gives_none(tmp_path: Path) -> None:
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    path.mkdir()
+    assert read_metadata_bytes(path, "wheel") is None
+
+
+# --------------------------------------------------------------------------
+# Parsing
+
+
+def metadata(*lines: str, body: str = "", version: str = "2.1") -> bytes:
+    head = f"Metadata-Version: {version}\nName: demo\nVersion: 1.0\n"
+    text = head + "".join(f"{line}\n" for line in lines)
+    return (text + ("\n" + body if body else "")).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            metadata(
+                "Summary: A demo",
+                "Requires-Dist: requests>=2",
+                'Requires-Dist: rich; extra == "ui"',
+                "Provides-Extra: ui",
+            ),
+            {
+                "summary": "A demo",
+                "requires_dist": ("requests>=2", 'rich; extra == "ui"'),
+                "provides_extra": ("ui",),
+            },
+        ),
+        (
+            metadata(
+                "Project-URL: Homepage, https://example.org",
+                "Project-URL: Issues,https://example.org/issues",
+            ),
+            {
+                "project_urls": {
+                    "Homepage": "https://example.org",
+                    "Issues": "https://example.org/issues",
+                }
+            },
+        ),
+        (
+            # packaging refuses a repeated label; the first one is kept.
+            metadata(
+                "Project-URL: Home, https://a.example",
+                "Project-URL: Home, https://b.example",
+                "Project-URL: Docs, https://d.example",
+            ),
+            {
+                "project_urls": {
+                    "Home": "https://a.example",
+                    "Docs": "https://d.example",
+                }
+            },
+        ),
+        (
+            metadata(),
+            {
+                "summary": None,
+                "requires_dist": (),
+                "project_urls": {},
+                "requires_python": None,
+            },
+        ),
+        (metadata("Requires-Python: >=3.9"), {"requires_python": ">=3.9"}),
+        (
+            metadata("Requires-Python: >=3.8, !=3.9.*"),
+            {"requires_python": ">=3.8, !=3.9.*"},
+        ),
+        (
+            metadata("Requires-Python: python3 or later"),
+            {"requires_python": None, "name": "demo"},
+        ),
+        (metadata("Requires-Python: >=3.x"), {"requires_python": None}),
+        (
+            metadata(
+                "License-Expression: MIT OR Apache-2.0",
+                "License-File: LICENSE",
+                version="2.4",
+            ),
+            {"license": "MIT OR Apache-2.0", "name": "demo", "version": "1.0"},
+        ),
+        (metadata("License: BSD", "License-Expression: MIT"), {"license": "BSD"}),
+        (
+            metadata(
+                "Classifier: Programming Language :: Python :: 3",
+                "Classifier: Typing :: Typed",
+                "Platform: any",
+                "Keywords: web,index",
+            ),
+            {
+                "classifiers": (
+                    "Programming Language :: Python :: 3",
+                    "Typing :: Typed",
+                ),
+                "platform": ("any",),
+                "keywords": "web,index",
+            },
+        ),
+        (
+            metadata(
+                "Author: Ada",
+                "Author-email: ada@example.org",
+                "Maintainer: Bob",
+                "Maintainer-email: bob@example.org",
+                "Home-page: https://example.org",
+                "Description-Content-Type: text/x-rst",
+            ),
+            {
+                "author": "Ada",
+                "author_email": "ada@example.org",
+                "maintainer": "Bob",
+                "maintainer_email": "bob@example.org",
+                "home_page": "https://example.org",
+                "description_content_type": "text/x-rst",
+            },
+        ),
+        (
+            metadata(body="# Title\n\nSome text.\n"),
+            {"description": "# Title\n\nSome text.\n"},
+        ),
+        (
+            # Metadata 1.x: the description is a folded header (setuptools indent).
+            metadata(
+                "Description: First line\n"
+                "        second line\n"
+                "            indented\n"
+                "        "
+            ),
+            {"description": "First line\nsecond line\n    indented\n"},
+        ),
+        (
+            # Both a header and a body: the body (metadata 2.1+) wins.
+            metadata("Description: old", body="new body\n"),
+            {"description": "new body\n"},
+        ),
+        (metadata("Summary: one", "Summary: two"), {"summary": "one"}),
+        (
+            b"Name: caf\xe9\nVersion: 1.0\nSummary: \xff\xfe\n",
+            {"name": "caf\ufffd", "summary": "\ufffd\ufffd"},
+        ),
+        ("Name: café\nSummary: Grüße\n".encode(), {"name": "café", "summary": "Grüße"}),
+        (b"", {"name": None, "version": None}),
+        (b"\x00\x01\x02 not metadata at all \xff", {"name": None, "requires_dist": ()}),
+    ],
+    ids=[
+        "requires-dist",
+        "project-urls",
+        "project-urls-duplicate-label",
+        "missing-fields",
+        "requires-python",
+        "requires-python-several",
+        "requires-python-invalid-words",
+        "requires-python-invalid-version",
+        "license-expression-2.4",
+        "license-preferred-over-expression",
+        "classifiers-platform-keywords",
+        "people-and-home",
+        "description-body",
+        "description-folded-header",
+        "description-header-and-body",
+        "repeated-single-field",
+        "invalid-utf8",
+        "utf8",
+        "empty",
+        "garbage",
+    ],
+)
+def test_parse_metadata(raw: bytes, expected: dict[str, object]) -> None:
+    parsed = parse_metadata(raw)
+    assert isinstance(parsed, CoreMetadata)
+    assert {key: getattr(parsed, key) for key in expected} == expected
+
+
+def test_parse_wheel_metadata_round_trip() -> None:
+    parsed = parse_metadata(WHEEL_METADATA)
+    assert parsed.name == "demo"
+    assert parsed.summary == "Grüße — 日本語"
+    assert parsed.description is not None and "Ünïcödé body." in parsed.description
+
+
+def test_core_metadata_defaults_and_immutability() -> None:
+    empty = CoreMetadata()
+    assert empty.name is None and empty.requires_dist == () and empty.project_urls == {}
+    assert hash(empty) == hash(CoreMetadata())  # usable as a cache key
+    with pytest.raises(AttributeError):
+        empty.name = "changed"  # type: ignore[misc]
