@@ -13,12 +13,14 @@ import bottle
 from .. import xmlrpc
 from ..distributions import (
     SIGNATURE_SUFFIX,
+    Distribution,
     InvalidDistributionFilename,
     normalize_name,
     parse_filename,
 )
 from ..index import iter_search_entries, normalize_version
 from ..storage import FileExists, UnsafePath
+from .forms import FormError, FormTooLarge, UploadForm, read_upload_form
 from .responses import plain_error
 
 if TYPE_CHECKING:
@@ -49,42 +51,43 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         request = bottle.request
         if _is_xmlrpc(request):
             return _search(ctx)
-        too_large = _check_size(ctx, request)
-        if too_large is not None:
-            return too_large
         try:
-            forms = request.POST
-        except Exception as exc:  # bottle raises its own and stdlib errors
-            return plain_error(400, f"Malformed form body: {exc}")
-        if request.content_type.startswith("multipart/form-data") and "boundary=" not in request.content_type:
-            return plain_error(400, "Malformed form body: multipart content type without boundary")
-        action = forms.get(":action", "")
-        if action == "file_upload":
-            return _file_upload(ctx, forms)
-        if action == "remove_pkg":
-            return _remove_release(ctx, forms)
-        if action in _IGNORED_ACTIONS:
-            return "OK\n"
-        if not action:
-            return plain_error(400, "Missing ':action' field: expected file_upload or remove_pkg")
-        return plain_error(400, f"Unsupported ':action' {action!r}: expected file_upload or remove_pkg")
+            form = read_upload_form(
+                request.environ,
+                spool_dir=ctx.config.upload_root,
+                max_size=ctx.config.max_upload_size,
+            )
+        except FormTooLarge as exc:
+            return plain_error(413, str(exc))
+        except FormError as exc:
+            return plain_error(400, str(exc))
+        try:
+            return _dispatch(ctx, form)
+        finally:
+            form.close()
 
     for path in UPLOAD_PATHS:
         app.route(path, "POST", post_root, action=_action_of)
 
 
-def _check_size(ctx: "Context", request: bottle.BaseRequest) -> bottle.HTTPResponse | None:
-    limit = ctx.config.max_upload_size
-    if limit is not None and request.content_length > limit:
-        return plain_error(413, f"Upload too large: the limit is {limit} bytes")
-    return None
+def _dispatch(ctx: "Context", form: UploadForm) -> str | bottle.HTTPResponse:
+    action = form.get(":action")
+    if action == "file_upload":
+        return _file_upload(ctx, form)
+    if action == "remove_pkg":
+        return _remove_release(ctx, form)
+    if action in _IGNORED_ACTIONS:
+        return "OK\n"
+    if not action:
+        return plain_error(400, "Missing ':action' field: expected file_upload or remove_pkg")
+    return plain_error(400, f"Unsupported ':action' {action!r}: expected file_upload or remove_pkg")
 
 
-def _file_upload(ctx: "Context", forms: bottle.FormsDict) -> str | bottle.HTTPResponse:
-    content = forms.get("content")
-    if not isinstance(content, bottle.FileUpload):
+def _file_upload(ctx: "Context", form: UploadForm) -> str | bottle.HTTPResponse:
+    content = form.files.get("content")
+    if content is None:
         return plain_error(400, "Missing 'content' file part in the upload form")
-    filename = content.raw_filename
+    filename = content.filename
     problem = _filename_problem(filename)
     if problem:
         return plain_error(400, problem)
@@ -92,17 +95,15 @@ def _file_upload(ctx: "Context", forms: bottle.FormsDict) -> str | bottle.HTTPRe
         dist = parse_filename(filename)
     except InvalidDistributionFilename as exc:
         return plain_error(400, f"Invalid distribution file: {exc}")
-    mismatch = _metadata_mismatch(dist, forms)
+    mismatch = _metadata_mismatch(dist, form)
     if mismatch:
         return plain_error(400, mismatch)
-    signature = forms.get("gpg_signature")
-    if signature is not None and not isinstance(signature, bottle.FileUpload):
-        return plain_error(400, "'gpg_signature' must be a file part")
-    if signature is not None and signature.raw_filename != filename + SIGNATURE_SUFFIX:
+    signature = form.files.get("gpg_signature")
+    if signature is not None and signature.filename != filename + SIGNATURE_SUFFIX:
         return plain_error(400, f"The signature must be named {filename}{SIGNATURE_SUFFIX}")
 
     digest = _sha256(content.file)
-    claimed = (forms.get("sha256_digest") or "").strip().lower()
+    claimed = form.get("sha256_digest").strip().lower()
     if claimed and claimed != digest:
         return plain_error(400, f"The sha256_digest does not match the content of {filename}")
 
@@ -136,8 +137,8 @@ def _conflict(filename: str) -> bottle.HTTPResponse:
     return response
 
 
-def _remove_release(ctx: "Context", forms: bottle.FormsDict) -> str | bottle.HTTPResponse:
-    name, version = forms.get("name", "").strip(), forms.get("version", "").strip()
+def _remove_release(ctx: "Context", form: UploadForm) -> str | bottle.HTTPResponse:
+    name, version = form.get("name").strip(), form.get("version").strip()
     if not name or not version:
         return plain_error(400, "remove_pkg needs 'name' and 'version' fields")
     project = ctx.catalogue.project(name)
@@ -179,8 +180,8 @@ def _filename_problem(filename: str | None) -> str | None:
     return None
 
 
-def _metadata_mismatch(dist, forms: bottle.FormsDict) -> str | None:  # noqa: ANN001
-    name, version = forms.get("name"), forms.get("version")
+def _metadata_mismatch(dist: Distribution, form: UploadForm) -> str | None:
+    name, version = form.get("name"), form.get("version")
     if name and normalize_name(name) != dist.project:
         return f"The file {dist.filename} is not of project {name!r}"
     if version and normalize_version(version) != normalize_version(dist.version):
