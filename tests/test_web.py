@@ -13,7 +13,7 @@ import pytest
 import webtest
 
 import pypiserver
-from tests.dists import make_sdist, make_wheel
+from dists import make_sdist, make_wheel
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
