@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.commands = commands.choices  # type: ignore[attr-defined] - read by parse()
     _add_run(commands.add_parser("run", help="serve package directories over HTTP"))
     _add_update(commands.add_parser("update", help="list or download newer releases from an index"))
     for name, verb in (("yank", "yank"), ("unyank", "un-yank")):
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list, warning = translate_legacy_argv(args_list)
         sys.stderr.write(f"pypi-server: warning: {warning}\n")
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args = parse(parser, args_list)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -144,8 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_config(run_argv: Sequence[str]) -> Config:
     """The checked Config of ``pypi-server run`` with these arguments."""
-    parser = build_parser()
-    return _config(parser.parse_args(["run", *run_argv]))
+    return _config(parse(build_parser(), ["run", *run_argv]))
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse a command line, letting options and directories come in any order
+    after the subcommand (``yank P V DIR --reason R`` as well as the reverse)."""
+    commands = getattr(parser, "commands", {})
+    if not argv or argv[0] not in commands:
+        return parser.parse_args(argv)
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
 
 
 def _config(args: argparse.Namespace) -> Config:

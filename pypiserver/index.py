@@ -97,8 +97,16 @@ class Project:
     display_name: str
     #: Sorted by version, then filename.
     files: tuple[IndexedFile, ...]
-    #: Changes whenever the project does; keys rendered-page caches.
+    #: Changes whenever the project does; keys rendered-page caches.  Local
+    #: to this process: never shown to clients.
     revision: int
+
+    @property
+    def serial(self) -> int:
+        """The JSON API's ``last_serial``: the newest file's modification time
+        in microseconds.  Every worker process computes the same number, and
+        it grows when a file is added or replaced."""
+        return max(f.facts.mtime_ns for f in self.files) // 1000
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -141,18 +149,23 @@ def read_facts(path: str, dist: Distribution, extra_algorithm: str | None) -> tu
             for hasher in hashers.values():
                 hasher.update(chunk)
     raw = core_metadata.read_metadata_bytes(Path(path), dist.kind)
-    requires_python = summary = metadata_sha256 = None
+    requires_python = summary = metadata_sha256 = name = None
     if raw is not None:
         parsed = core_metadata.parse_metadata(raw)
         requires_python, summary = parsed.requires_python, parsed.summary
         metadata_sha256 = hashlib.sha256(raw).hexdigest()
+        # Metadata naming another project is ignored: the filename decides.
+        if parsed.name and normalize_name(parsed.name) == dist.project:
+            name = parsed.name
     facts = FileFacts(
+        dist=dist,
         size=stat.st_size,
         mtime_ns=stat.st_mtime_ns,
         digests={name: h.hexdigest() for name, h in hashers.items()},
         requires_python=requires_python or None,
         summary=summary or None,
         metadata_sha256=metadata_sha256,
+        metadata_name=name,
     )
     return facts, raw
 
@@ -179,7 +192,7 @@ class Catalogue:
         self._signatures: dict[str, StoredFile] = {}
         self._by_project: dict[NormalizedName, set[str]] = {}
         self._projects: dict[NormalizedName, Project] = {}
-        self._sorted: tuple[Project, ...] | None = None
+        self._names: tuple[tuple[NormalizedName, str], ...] | None = None
         self._yanked_releases: dict[tuple[str, str], str] = {}
         self._yanked_files: dict[tuple[str, str], str] = {}
         self._yank_rows: frozenset = frozenset()
@@ -189,18 +202,27 @@ class Catalogue:
 
     # -- reading --------------------------------------------------------------
 
-    def projects(self) -> tuple[Project, ...]:
+    def names(self) -> tuple[tuple[NormalizedName, str], ...]:
+        """(normalised name, display name) of every project, sorted: what
+        the project list shows, without assembling any project."""
         self.sync()
-        ordered = self._sorted
-        if ordered is None:
-            ordered = self._sorted = tuple(
-                self._projects[name] for name in sorted(self._projects)
+        names = self._names
+        if names is None:
+            names = self._names = tuple(
+                (name, self._display_name(name)) for name in sorted(self._by_project)
             )
-        return ordered
+        return names
+
+    def projects(self) -> Iterator[Project]:
+        """Every project, sorted by name (assembling those not yet built)."""
+        for name, _ in self.names():
+            project = self._get(name)
+            if project is not None:
+                yield project
 
     def project(self, name: str) -> Project | None:
         self.sync()
-        return self._projects.get(normalize_name(name))
+        return self._get(normalize_name(name))
 
     def file(self, relpath: str) -> IndexedFile | None:
         """The distribution at ``relpath``, as its project lists it."""
@@ -208,7 +230,7 @@ class Catalogue:
         entry = self._files.get(relpath)
         if entry is None:
             return None
-        project = self._projects.get(entry[0].project)
+        project = self._get(entry[0].project)
         for file in project.files if project else ():
             if file.relpath == relpath:
                 return file
@@ -222,32 +244,57 @@ class Catalogue:
         """The stored core metadata (a wheel's METADATA, an sdist's PKG-INFO)."""
         if file.facts.metadata_sha256 is None:
             return None
-        return self.state.metadata(str(file.stored.path))
+        return self.state.metadata(file.stored.location)
 
     def __len__(self) -> int:
-        return len(self._projects)
+        return len(self._by_project)
 
     # -- keeping current ------------------------------------------------------
 
     def load(self) -> None:
         """Build the catalogue from the storage, reading only unknown files."""
         started = time.monotonic()
-        known = self.state.all_facts()
         found = list(self.storage.scan())
-        fresh: list[tuple[str, FileFacts, bytes | None]] = []
+        known = self.state.all_facts()
+        unread = [s for s in found if not self._knows(known.get(s.location), s)]
+        if unread:
+            # Several worker processes may start at once over one tree: the
+            # first reads the new files, the others then find them known.
+            with self.state.exclusive():
+                known = self.state.all_facts()
+                unread = [s for s in unread if not self._knows(known.get(s.location), s)]
+                known.update(self._read_all(unread))
         with self._write_lock:
             self._journal_offset = self.state.journal_size()
-            for count, stored in enumerate(found, 1):
-                self._learn(stored, known.get(str(stored.path)), fresh)
-                if count % _PROGRESS_EVERY == 0 and fresh:
-                    log.info("read %d of %d files", count, len(found))
-            self.state.save_many_facts(fresh)
+            for stored in found:
+                self._learn(stored, known.get(stored.location), [])
             self._load_yanks()
-            self._rebuild(list(self._by_project))
+            self._invalidate(list(self._by_project))
         log.info(
             "catalogue of %d projects, %d files ready in %.2f s (%d files read)",
-            len(self._projects), len(self._files), time.monotonic() - started, len(fresh),
+            len(self._by_project), len(self._files), time.monotonic() - started, len(unread),
         )
+
+    def _read_all(self, unread: list[StoredFile]) -> dict[str, FileFacts]:
+        learnt: dict[str, FileFacts] = {}
+        batch: list[tuple[str, FileFacts, bytes | None]] = []
+        for count, stored in enumerate(unread, 1):
+            dist = _parse(stored.filename)
+            if dist is None:
+                continue
+            try:
+                facts, raw = read_facts(stored.location, dist, self.hash_algo)
+            except OSError as exc:
+                log.warning("cannot read %s: %s", stored.path, exc)
+                continue
+            batch.append((stored.location, facts, raw))
+            learnt[stored.location] = facts
+            if count % _PROGRESS_EVERY == 0:
+                self.state.save_many_facts(batch)
+                batch.clear()
+                log.info("read %d of %d new files", count, len(unread))
+        self.state.save_many_facts(batch)
+        return learnt
 
     def sync(self) -> None:
         """Catch up with changes made by other processes (or, for the
@@ -281,9 +328,9 @@ class Catalogue:
             touched = self._forget(relpath)
             if stored is not None:
                 fresh: list[tuple[str, FileFacts, bytes | None]] = []
-                touched |= self._learn(stored, self.state.facts(str(stored.path)), fresh)
+                touched |= self._learn(stored, self.state.facts(stored.location), fresh)
                 self.state.save_many_facts(fresh)
-            self._rebuild(touched)
+            self._invalidate(touched)
 
     # -- writing --------------------------------------------------------------
 
@@ -336,7 +383,17 @@ class Catalogue:
         if stored.relpath.endswith(SIGNATURE_SUFFIX):
             return stored.relpath not in self._signatures
         entry = self._files.get(stored.relpath)
-        return entry is None or (entry[2].size, entry[2].mtime_ns) != (stored.size, stored.mtime_ns)
+        return entry is None or not self._knows(entry[2], stored)
+
+    def _knows(self, facts: FileFacts | None, stored: StoredFile) -> bool:
+        """Whether ``facts`` still describe the stored file."""
+        if stored.relpath.endswith(SIGNATURE_SUFFIX):
+            return True
+        return (
+            facts is not None
+            and (facts.size, facts.mtime_ns) == (stored.size, stored.mtime_ns)
+            and (not self.hash_algo or self.hash_algo in facts.digests)
+        )
 
     def _learn(
         self,
@@ -348,17 +405,17 @@ class Catalogue:
         if stored.relpath.endswith(SIGNATURE_SUFFIX):
             self._signatures[stored.relpath] = stored
             return {_project_of(stored.relpath[: -len(SIGNATURE_SUFFIX)])} - {None}  # type: ignore[return-value]
-        dist = parse_filename(stored.filename)
         facts = cached
-        if facts is None or (facts.size, facts.mtime_ns) != (stored.size, stored.mtime_ns) or (
-            self.hash_algo and self.hash_algo not in facts.digests
-        ):
+        dist = facts.dist if facts is not None and facts.dist is not None and facts.dist.filename == stored.filename else _parse(stored.filename)
+        if dist is None:
+            return set()
+        if not self._knows(facts, stored):
             try:
-                facts, raw = read_facts(str(stored.path), dist, self.hash_algo)
+                facts, raw = read_facts(stored.location, dist, self.hash_algo)
             except OSError as exc:
                 log.warning("cannot read %s: %s", stored.path, exc)
                 return set()
-            fresh.append((str(stored.path), facts, raw))
+            fresh.append((stored.location, facts, raw))
             # The file may have been written since it was listed; the facts
             # describe what was read.
             stored = StoredFile(stored.root, stored.relpath, facts.size, facts.mtime_ns)
@@ -377,19 +434,36 @@ class Catalogue:
         members.discard(relpath)
         return {entry[0].project}
 
-    def _rebuild(self, names: Iterable[NormalizedName]) -> None:
+    def _invalidate(self, names: Iterable[NormalizedName]) -> None:
+        """Forget the assembled form of changed projects; they are built
+        again when next asked for."""
         changed = False
         for name in names:
             changed = True
-            relpaths = self._by_project.get(name)
-            if not relpaths:
+            self._projects.pop(name, None)
+            if not self._by_project.get(name):
                 self._by_project.pop(name, None)
-                self._projects.pop(name, None)
-                continue
-            self._projects[name] = self._assemble(name, relpaths)
         if changed:
-            self._sorted = None
+            self._names = None
             self.generation = next(self._revisions)
+
+    def _get(self, name: NormalizedName) -> Project | None:
+        project = self._projects.get(name)
+        if project is None:
+            with self._write_lock:
+                relpaths = self._by_project.get(name)
+                if not relpaths:
+                    return None
+                project = self._projects[name] = self._assemble(name, relpaths)
+        return project
+
+    def _display_name(self, name: NormalizedName) -> str:
+        # The same in every worker process, so their pages are identical; no
+        # version parsing, since this runs for every project of the list.
+        entries = [self._files[r] for r in self._by_project[name]]
+        sdists = [e for e in entries if e[0].kind == "sdist"]
+        dist, _, facts = max(sdists or entries, key=lambda e: e[0].filename)
+        return facts.metadata_name or dist.name
 
     def _assemble(self, name: NormalizedName, relpaths: set[str]) -> Project:
         files = []
@@ -405,8 +479,7 @@ class Catalogue:
                 )
             )
         files.sort(key=lambda f: f.dist.sort_key)
-        display = next((f.dist.name for f in reversed(files) if f.dist.kind == "sdist"), files[-1].dist.name)
-        return Project(name, display, tuple(files), next(self._revisions))
+        return Project(name, self._display_name(name), tuple(files), next(self._revisions))
 
     def _yank_reason(self, name: str, dist: Distribution) -> str | None:
         version = normalize_version(dist.version)
@@ -428,7 +501,14 @@ class Catalogue:
                 releases[(yank.project, yank.version)] = yank.reason
         touched = {y.project for y in rows ^ self._yank_rows}
         self._yanked_releases, self._yanked_files, self._yank_rows = releases, files, rows
-        self._rebuild([p for p in touched if p in self._by_project])  # type: ignore[misc]
+        self._invalidate([p for p in touched if p in self._by_project])  # type: ignore[misc]
+
+def _parse(filename: str) -> Distribution | None:
+    try:
+        return parse_filename(filename)
+    except ValueError:
+        return None
+
 
 def _project_of(filename_or_relpath: str) -> NormalizedName | None:
     try:

@@ -35,36 +35,41 @@ API_VERSION = "1.1"
 _META_TAG = f'<meta name="pypi:repository-version" content="{API_VERSION}">'
 
 
-def file_url(file: IndexedFile, prefix: str = "../../packages/") -> str:
+def file_url(file: IndexedFile, prefix: str) -> str:
     return prefix + quote(file.relpath, safe="/")
 
 
-def project_list_html(projects: Iterable[Project]) -> bytes:
+def project_list_html(names: Iterable[tuple[str, str]]) -> bytes:
+    """The project list from (normalised name, display name) pairs."""
     links = "".join(
-        f'<a href="{quote(p.name)}/">{escape(p.display_name)}</a><br>\n' for p in projects
+        f'<a href="{quote(name)}/">{escape(display)}</a><br>\n' for name, display in names
     )
     return _page("Simple index", links)
 
 
-def project_list_json(projects: Iterable[Project]) -> bytes:
+def project_list_json(names: Iterable[tuple[str, str]]) -> bytes:
     document = {
         "meta": {"api-version": API_VERSION},
-        "projects": [{"name": p.display_name} for p in projects],
+        "projects": [{"name": display} for _, display in names],
     }
     return _json(document)
 
 
-def project_page_html(project: Project, hash_algo: str | None) -> bytes:
-    links = "".join(_file_anchor(f, hash_algo) for f in project.files)
+#: Where the files are, relative to ``/simple/<project>/``.
+PACKAGES_PREFIX = "../../packages/"
+
+
+def project_page_html(project: Project, hash_algo: str | None, prefix: str = PACKAGES_PREFIX) -> bytes:
+    links = "".join(_file_anchor(f, hash_algo, prefix) for f in project.files)
     return _page(f"Links for {project.display_name}", links)
 
 
-def project_page_json(project: Project, hash_algo: str | None) -> bytes:
+def project_page_json(project: Project, hash_algo: str | None, prefix: str = PACKAGES_PREFIX) -> bytes:
     document = {
         "meta": {"api-version": API_VERSION},
         "name": project.name,
         "versions": list(project.versions),
-        "files": [_file_json(f, hash_algo) for f in project.files],
+        "files": [_file_json(f, hash_algo, prefix) for f in project.files],
     }
     return _json(document)
 
@@ -90,7 +95,7 @@ def pypi_json(
     yanked = bool(release_files) and all(f.yanked is not None for f in release_files)
     document = {
         "info": _pypi_info(project, version, metadata, base_url, yanked, release_files),
-        "last_serial": project.revision,
+        "last_serial": project.serial,
         "releases": releases,
         "urls": [_pypi_file(f, files_url) for f in release_files],
         "vulnerabilities": [],
@@ -114,7 +119,7 @@ def _json(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
-def _file_anchor(file: IndexedFile, hash_algo: str | None, prefix: str = "../../packages/") -> str:
+def _file_anchor(file: IndexedFile, hash_algo: str | None, prefix: str) -> str:
     href = file_url(file, prefix)
     if hash_algo and hash_algo in file.facts.digests:
         href += f"#{hash_algo}={file.facts.digests[hash_algo]}"
@@ -134,13 +139,13 @@ def _file_anchor(file: IndexedFile, hash_algo: str | None, prefix: str = "../../
     return f"<a {' '.join(attributes)}>{escape(file.filename)}</a><br>\n"
 
 
-def _file_json(file: IndexedFile, hash_algo: str | None) -> dict[str, Any]:
+def _file_json(file: IndexedFile, hash_algo: str | None, prefix: str) -> dict[str, Any]:
     hashes = {"sha256": file.facts.digests["sha256"]}
     if hash_algo and hash_algo in file.facts.digests:
         hashes[hash_algo] = file.facts.digests[hash_algo]
     return {
         "filename": file.filename,
-        "url": file_url(file),
+        "url": file_url(file, prefix),
         "hashes": hashes,
         "requires-python": file.facts.requires_python,
         "size": file.size,

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 SERVERS = ("auto", "granian", "waitress", "wsgiref", "gunicorn")
 _ARGV_VARIABLE = "PYPISERVER_ARGV"
 _DEFAULT_THREADS = 16
+_UNLIMITED = 1 << 50
+#: Room for the multipart form's other fields around the file itself.
+_FORM_OVERHEAD = 1 << 20
 
 
 def choose_server(name: str) -> str:
@@ -53,7 +56,13 @@ def serve(config: Config, argv: list[str]) -> None:
     if server == "waitress":
         import waitress
 
-        waitress.serve(app, host=config.host, port=config.port, threads=config.threads or _DEFAULT_THREADS, _quiet=True)
+        waitress.serve(
+            app, host=config.host, port=config.port, threads=config.threads or _DEFAULT_THREADS,
+            # waitress refuses bodies over 1 GiB by default; the application
+            # applies --max-upload-size itself, with a clear message.
+            max_request_body_size=_UNLIMITED if config.max_upload_size is None else config.max_upload_size + _FORM_OVERHEAD,
+            _quiet=True,
+        )
     elif server == "wsgiref":
         _serve_wsgiref(app, config)
     else:
@@ -76,19 +85,22 @@ def _serve_granian(config: Config, argv: list[str]) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
-    from .index import Catalogue
-    from .state import StateStore
-    from .storage import DirectoryStorage
-    from .web.app import state_dir
+    class Server(Granian):  # type: ignore[misc, valid-type]
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            # A forked worker runs this inherited handler until it installs
+            # its own, which it does only once the application is built.  A
+            # SIGTERM in that window would merely be noted in the worker's
+            # copy of the server, and the worker would then serve on while
+            # the main process waits for it forever: stop it here instead.
+            if os.getpid() != self.pid:
+                os._exit(0)
+            super().signal_handler_interrupt(*args, **kwargs)
 
-    # Read new files once here, so the workers start from a warm cache
-    # instead of each hashing the same files.
-    Catalogue(
-        DirectoryStorage(config.roots), StateStore(state_dir(config)), hash_algo=config.hash_algo
-    ).load()
+    # Each worker builds its own catalogue; the state directory's lock makes
+    # the first one read new files while the others wait for its results.
     os.environ[_ARGV_VARIABLE] = json.dumps(argv)
     workers = config.workers or min(os.cpu_count() or 1, 4)
-    Granian(
+    Server(
         "pypiserver.serving:granian_app",
         address=config.host,
         port=config.port,

@@ -18,24 +18,45 @@ import logging
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
+
+from .distributions import Distribution
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process at a time is the common case there
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["FileFacts", "StateStore", "Change", "Yank"]
 
 log = logging.getLogger(__name__)
 
+#: Bump when the files table changes: it is a cache, rebuilt by reading the
+#: files again.
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    digests TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    md5 TEXT NOT NULL,
+    blake2b_256 TEXT NOT NULL,
+    other_digests TEXT,
     requires_python TEXT,
     summary TEXT,
     metadata BLOB,
-    metadata_sha256 TEXT
+    metadata_sha256 TEXT,
+    metadata_name TEXT,
+    filename TEXT NOT NULL,
+    name TEXT NOT NULL,
+    project TEXT NOT NULL,
+    version TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    python_version TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS yanks (
     project TEXT NOT NULL,
@@ -59,6 +80,12 @@ class FileFacts:
     summary: str | None = None
     #: sha256 of the core metadata file, when one could be read.
     metadata_sha256: str | None = None
+    #: The project name as the core metadata spells it ("Foo-Lib" where
+    #: the filename says "foo_lib").
+    metadata_name: str | None = None
+    #: What the filename says, parsed once and kept so a restart does not
+    #: parse 60,000 names again.
+    dist: Distribution | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +116,12 @@ class StateStore:
         self._db = sqlite3.connect(
             directory / "state.sqlite3", check_same_thread=False, timeout=30
         )
-        with self._lock, self._db:
+        with self.exclusive(), self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                self._db.execute("DROP TABLE IF EXISTS files")
+                self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -100,20 +130,28 @@ class StateStore:
 
     # -- file facts ----------------------------------------------------------
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the state directory's lock, shared by every process using it:
+        only one of several starting workers reads the new files."""
+        with open(self.directory / "lock", "a+b") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
     def all_facts(self) -> dict[str, FileFacts]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT path, size, mtime_ns, digests, requires_python, summary,"
-                " metadata_sha256 FROM files"
-            ).fetchall()
+            rows = self._db.execute(f"SELECT path, {_FACT_COLUMNS} FROM files").fetchall()
         return {row[0]: _facts(row[1:]) for row in rows}
 
     def facts(self, path: str) -> FileFacts | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT size, mtime_ns, digests, requires_python, summary,"
-                " metadata_sha256 FROM files WHERE path = ?",
-                (path,),
+                f"SELECT {_FACT_COLUMNS} FROM files WHERE path = ?", (path,)
             ).fetchone()
         return _facts(row) if row else None
 
@@ -122,21 +160,11 @@ class StateStore:
 
     def save_many_facts(self, items: list[tuple[str, FileFacts, bytes | None]]) -> None:
         """Save in one transaction: a first scan of a large tree saves thousands."""
-        rows = [
-            (
-                path,
-                facts.size,
-                facts.mtime_ns,
-                json.dumps(dict(facts.digests), sort_keys=True),
-                facts.requires_python,
-                facts.summary,
-                metadata,
-                facts.metadata_sha256,
-            )
-            for path, facts, metadata in items
-        ]
+        rows = [_row(path, facts, metadata) for path, facts, metadata in items]
         with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
 
     def forget(self, path: str) -> None:
         with self._lock, self._db:
@@ -200,9 +228,44 @@ class StateStore:
         return list(_parse_changes(complete)), offset + len(complete)
 
 
+_BASE_DIGESTS = ("sha256", "md5", "blake2b_256")
+_FACT_COLUMNS = (
+    "size, mtime_ns, sha256, md5, blake2b_256, other_digests, requires_python,"
+    " summary, metadata_sha256, metadata_name, filename, name, project, version, kind, python_version"
+)
+
+
 def _facts(row: tuple) -> FileFacts:
-    size, mtime_ns, digests, requires_python, summary, metadata_sha256 = row
-    return FileFacts(size, mtime_ns, json.loads(digests), requires_python, summary, metadata_sha256)
+    size, mtime_ns, sha256, md5, blake2b, other, requires_python, summary, metadata_sha256, name = row[:10]
+    digests = {"sha256": sha256, "md5": md5, "blake2b_256": blake2b}
+    if other:
+        digests.update(json.loads(other))
+    dist = Distribution(*row[10:])
+    return FileFacts(size, mtime_ns, digests, requires_python, summary, metadata_sha256, name, dist)
+
+
+def _row(path: str, facts: FileFacts, metadata: bytes | None) -> tuple:
+    digests = facts.digests
+    other = {k: v for k, v in digests.items() if k not in _BASE_DIGESTS}
+    return (
+        path,
+        facts.size,
+        facts.mtime_ns,
+        *(digests[k] for k in _BASE_DIGESTS),
+        json.dumps(other, sort_keys=True) if other else None,
+        facts.requires_python,
+        facts.summary,
+        metadata,
+        facts.metadata_sha256,
+        facts.metadata_name,
+        *_dist_columns(facts.dist),
+    )
+
+
+def _dist_columns(dist: Distribution | None) -> tuple[str, ...]:
+    if dist is None:
+        raise ValueError("facts without a parsed filename cannot be cached")
+    return (dist.filename, dist.name, dist.project, dist.version, dist.kind, dist.python_version)
 
 
 def _parse_changes(data: bytes) -> Iterator[Change]:

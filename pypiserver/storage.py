@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
-from .distributions import SIGNATURE_SUFFIX, is_distribution
+from .distributions import SDIST_SUFFIXES, SIGNATURE_SUFFIX
 
 __all__ = [
     "DirectoryStorage",
@@ -51,6 +51,11 @@ class StoredFile:
         return self.root / self.relpath
 
     @property
+    def location(self) -> str:
+        """The absolute path as a string: the key of the digest cache."""
+        return f"{self.root}{os.sep}{self.relpath}" if os.sep == "/" else str(self.path)
+
+    @property
     def filename(self) -> str:
         return self.relpath.rpartition("/")[2]
 
@@ -59,7 +64,7 @@ class Storage(Protocol):
     roots: tuple[Path, ...]
 
     def scan(self) -> Iterator[StoredFile]:
-        """Every distribution and signature file, first root first."""
+        """Every file named like a distribution or signature, first root first."""
 
     def stat(self, relpath: str) -> StoredFile | None:
         """The stored file at ``relpath`` in the first root holding it."""
@@ -74,13 +79,18 @@ class Storage(Protocol):
         """Remove the file at ``relpath`` from every root holding it."""
 
 
+_SUFFIXES = tuple(
+    suffix + signed
+    for suffix in (".whl", ".egg", *SDIST_SUFFIXES)
+    for signed in ("", SIGNATURE_SUFFIX)
+)
+
+
 def is_served_name(filename: str) -> bool:
-    """Whether a directory entry of this name is part of the index."""
-    if filename.startswith("."):
-        return False
-    if filename.endswith(SIGNATURE_SUFFIX):
-        return is_distribution(filename[: -len(SIGNATURE_SUFFIX)])
-    return is_distribution(filename)
+    """Whether a directory entry of this name may be part of the index: not
+    hidden, and ending like a distribution or its signature.  The catalogue
+    parses the name in full and skips what does not parse."""
+    return not filename.startswith(".") and filename.lower().endswith(_SUFFIXES)
 
 
 class DirectoryStorage:
@@ -92,7 +102,7 @@ class DirectoryStorage:
     def scan(self) -> Iterator[StoredFile]:
         seen: set[str] = set()
         for root in self.roots:
-            for stored in _walk(root, root):
+            for stored in _walk(root, str(root)):
                 # A file present in two roots is served from the first one.
                 if stored.relpath not in seen:
                     seen.add(stored.relpath)
@@ -161,20 +171,23 @@ def _safe_parts(relpath: str) -> list[str]:
     return parts
 
 
-def _walk(root: Path, directory: Path) -> Iterator[StoredFile]:
+def _walk(root: Path, directory: str) -> Iterator[StoredFile]:
+    # Plain strings and os.scandir: this runs over every file at start-up.
+    prefix = len(str(root)) + 1
     try:
-        entries = list(os.scandir(directory))
+        with os.scandir(directory) as scanner:
+            entries = sorted(scanner, key=lambda e: e.name)
     except OSError:
         return
-    for entry in sorted(entries, key=lambda e: e.name):
+    for entry in entries:
         if entry.name.startswith("."):
             continue
         try:
             if entry.is_dir():
-                yield from _walk(root, Path(entry.path))
-            elif entry.is_file() and is_served_name(entry.name):
+                yield from _walk(root, entry.path)
+            elif is_served_name(entry.name) and entry.is_file():
                 stat = entry.stat()
-                relpath = Path(entry.path).relative_to(root).as_posix()
+                relpath = entry.path[prefix:].replace(os.sep, "/")
                 yield StoredFile(root, relpath, stat.st_size, stat.st_mtime_ns)
         except OSError:
             continue

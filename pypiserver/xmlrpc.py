@@ -12,6 +12,7 @@ external-entity tricks fail before :mod:`xmlrpc.client` decodes the values.
 
 from __future__ import annotations
 
+import re
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -131,9 +132,15 @@ def _terms(field: str, value: Any) -> List[str]:
     )
 
 
-def _field_matches(text: Optional[str], terms: Sequence[str]) -> bool:
-    haystack = (text or "").casefold()
-    return any(term.casefold() in haystack for term in terms)
+def _field_matches(field: str, text: Optional[str], terms: Sequence[str]) -> bool:
+    fold = _fold_name if field == "name" else str.casefold
+    haystack = fold(text or "")
+    return any(fold(term) in haystack for term in terms)
+
+
+def _fold_name(name: str) -> str:
+    # Names compare as PEP 503 normalises them: "FOO_lib" finds "Foo-Lib".
+    return re.sub(r"[-_.]+", "-", name).casefold()
 
 
 def search(
@@ -173,7 +180,7 @@ def search(
         }
         for entry in entries
         if combine(
-            _field_matches(getattr(entry, field), terms)
+            _field_matches(field, getattr(entry, field), terms)
             for field, terms in wanted.items()
         )
     ]

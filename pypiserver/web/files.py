@@ -35,13 +35,12 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
     @app.get("/packages/", action="list")
     def listing() -> bytes:
         catalogue = ctx.catalogue
-        projects = catalogue.projects()
         page = ctx.pages.get(
             ("packages",),
             catalogue.generation,
             lambda: Page(
                 render.files_listing_html(
-                    (f for p in projects for f in p.files), config.hash_algo
+                    (f for p in catalogue.projects() for f in p.files), config.hash_algo
                 ),
                 "text/html; charset=utf-8",
             ),

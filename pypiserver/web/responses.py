@@ -27,7 +27,11 @@ class Page:
     def __post_init__(self) -> None:
         # A content hash, so every worker process gives the same page the
         # same ETag and a revalidation never depends on which one answers.
-        digest = hashlib.blake2b(self.body, digest_size=12).hexdigest()
+        # The media type is part of it: one body served as text/html and as
+        # PEP 691 HTML is two representations, which caches must not mix.
+        hasher = hashlib.blake2b(self.content_type.encode(), digest_size=12)
+        hasher.update(self.body)
+        digest = hasher.hexdigest()
         object.__setattr__(self, "etag", f'"{digest}"')
 
     @property
@@ -68,18 +72,23 @@ _COMPRESS_MIN = 512
 def send_page(page: Page, *, max_age: int, vary_accept: bool = False) -> bytes:
     """Answer with ``page``: a 304 when the client has it, gzip when welcome."""
     response = bottle.response
-    response.set_header("ETag", page.etag)
+    compress = len(page.body) >= _COMPRESS_MIN and _accepts_gzip(
+        bottle.request.get_header("Accept-Encoding")
+    )
+    # The gzipped bytes are another representation, with their own tag.
+    etag = page.etag[:-1] + '-gz"' if compress else page.etag
+    response.set_header("ETag", etag)
     response.set_header("Cache-Control", f"max-age={max_age}, public")
     vary = ["Accept-Encoding"]
     if vary_accept:
         vary.insert(0, "Accept")
     response.set_header("Vary", ", ".join(vary))
-    if _matches(bottle.request.get_header("If-None-Match"), page.etag):
+    if _matches(bottle.request.get_header("If-None-Match"), etag):
         response.status = 304
         return b""
     response.content_type = page.content_type
     body = page.body
-    if len(body) >= _COMPRESS_MIN and _accepts_gzip(bottle.request.get_header("Accept-Encoding")):
+    if compress:
         body = page.gzipped
         response.set_header("Content-Encoding", "gzip")
     if bottle.request.method == "HEAD":

@@ -32,10 +32,8 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         if media is None:
             return _not_acceptable()
         catalogue = ctx.catalogue
-        projects = catalogue.projects()
-        page = ctx.pages.get(
-            ("list", media), catalogue.generation, lambda: _page(media, projects, None)
-        )
+        names = catalogue.names()
+        page = ctx.pages.get(("list", media), catalogue.generation, lambda: _page(media, names, None))
         return send_page(page, max_age=max_age, vary_accept=True)
 
     @app.get("/simple/<name>", action="list")
@@ -47,24 +45,17 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         normalized = normalize_name(name)
         if name != normalized:
             return redirect(f"{ctx.base_url()}/simple/{normalized}/{_query()}")
-        media = _negotiate()
-        if media is None:
-            return _not_acceptable()
-        project = ctx.catalogue.project(normalized)
-        if project is None:
-            return _unknown(ctx, normalized)
-        page = ctx.pages.get(
-            ("project", normalized, media),
-            project.revision,
-            lambda: _page(media, project, ctx.config.hash_algo),
-        )
-        return send_page(page, max_age=max_age, vary_accept=True)
+        return _project_answer(ctx, normalized, render.PACKAGES_PREFIX)
 
-    # hatch reads <upload URL>/+simple/<project>/ to see what is published.
+    # hatch reads <upload URL>/+simple/<project>/ (devpi's layout) to skip
+    # files already published, and does not follow redirects: answer in place.
     @app.get("/+simple/<name>/", action="list")
+    def plus_simple(name: str) -> bytes | bottle.HTTPResponse:
+        return _project_answer(ctx, normalize_name(name), render.PACKAGES_PREFIX)
+
     @app.get("/legacy/+simple/<name>/", action="list")
-    def plus_simple(name: str) -> bottle.HTTPResponse:
-        return redirect(f"{ctx.base_url()}/simple/{normalize_name(name)}/", 302)
+    def legacy_plus_simple(name: str) -> bytes | bottle.HTTPResponse:
+        return _project_answer(ctx, normalize_name(name), "../" + render.PACKAGES_PREFIX)
 
 
 def install_short_forms(app: bottle.Bottle, ctx: "Context") -> None:
@@ -77,6 +68,22 @@ def install_short_forms(app: bottle.Bottle, ctx: "Context") -> None:
         return redirect(f"{ctx.base_url()}/simple/{normalize_name(name)}/")
 
 
+def _project_answer(ctx: "Context", name: str, prefix: str) -> bytes | bottle.HTTPResponse:
+    """The page of project ``name``, linking to files through ``prefix``."""
+    media = _negotiate()
+    if media is None:
+        return _not_acceptable()
+    project = ctx.catalogue.project(name)
+    if project is None:
+        return _unknown(ctx, name)
+    page = ctx.pages.get(
+        ("project", name, media, prefix),
+        project.revision,
+        lambda: _page(media, project, ctx.config.hash_algo, prefix),
+    )
+    return send_page(page, max_age=ctx.config.index_max_age, vary_accept=True)
+
+
 def _negotiate() -> str | None:
     wanted = bottle.request.query.get("format")
     if wanted:
@@ -85,16 +92,25 @@ def _negotiate() -> str | None:
     return negotiation.choose(bottle.request.get_header("Accept"))
 
 
-def _page(media: str, subject: Project | tuple[Project, ...], hash_algo: str | None) -> Page:
+def _page(
+    media: str,
+    subject: Project | tuple[tuple[str, str], ...],
+    hash_algo: str | None,
+    prefix: str = render.PACKAGES_PREFIX,
+) -> Page:
     is_list = not isinstance(subject, Project)
     if media == negotiation.JSON_V1:
         body = (
             render.project_list_json(subject)
             if is_list
-            else render.project_page_json(subject, hash_algo)
+            else render.project_page_json(subject, hash_algo, prefix)
         )
         return Page(body, media)
-    body = render.project_list_html(subject) if is_list else render.project_page_html(subject, hash_algo)
+    body = (
+        render.project_list_html(subject)
+        if is_list
+        else render.project_page_html(subject, hash_algo, prefix)
+    )
     content_type = "text/html; charset=utf-8" if media == negotiation.HTML else media
     return Page(body, content_type)
 
