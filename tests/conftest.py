@@ -1,0 +1,348 @@
+"""Shared test helpers: a real ``pypi-server`` subprocess and the clients that use it.
+
+Helpers are plain functions and classes so that test modules (and the
+benchmark) can import them (``from conftest import start_server``); the
+fixtures below wrap them with clean-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+# A server that is not up after this long is broken, not slow.
+STARTUP_TIMEOUT = 20.0
+STOP_GRACE = 5.0
+_POLL_INTERVAL = 0.05
+# Another process may grab a port between free_port() and the server's bind.
+_PORT_ATTEMPTS = 3
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tool(name: str) -> str:
+    """The path of an installed console script (pip, uv, twine, gunicorn).
+
+    The copy next to ``sys.executable`` wins, so the tests drive the tools of
+    the environment that runs them rather than whatever is first on PATH.
+    """
+    bindir = Path(sys.executable).parent
+    for candidate in (bindir / name, bindir / f"{name}.exe"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name!r} is not installed: pip install -e '.[test]'", pytrace=False
+        )
+    return found
+
+
+# --- HTTP --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    # Header names are case-insensitive (servers may send them lower-cased);
+    # a Message looks them up that way and answers None for a missing one.
+    headers: Message
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # Tests check redirects themselves, so a 3xx is returned, not followed.
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER_NO_REDIRECT = urllib.request.build_opener(_NoRedirect)
+_OPENER = urllib.request.build_opener()
+
+
+def http_get(
+    url: str,
+    *,
+    follow_redirects: bool = False,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> HttpResponse:
+    """GET ``url``; any status (4xx, 5xx, 3xx) is a response, not an exception."""
+    opener = _OPENER if follow_redirects else _OPENER_NO_REDIRECT
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return HttpResponse(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return HttpResponse(error.code, error.headers, error.read())
+
+
+# --- the server subprocess ---------------------------------------------------
+
+
+def server_command(port: int, args: Sequence[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pypiserver",
+        "run",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        *args,
+    ]
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How a server went down."""
+
+    graceful: bool  # exited on SIGTERM within STOP_GRACE seconds
+    seconds: float  # from SIGTERM to the exit of the main process
+    leftovers: bool  # processes of its group outlived it and had to be killed
+
+
+def _kill_group(pgid: int) -> bool:
+    """Kill what is left of a process group; True if anything was."""
+    if os.name != "posix":
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class Server:
+    """A running server process; a context manager that stops it on exit."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path):
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+        self.stopped: Stopped | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def get(self, path: str, **kwargs: object) -> HttpResponse:
+        """``http_get`` of a path on this server (``"/simple/"``)."""
+        return http_get(self.url + path, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> Stopped:
+        """SIGTERM, as a supervisor sends it; SIGKILL after ``STOP_GRACE`` seconds.
+
+        Whatever the server left running in its process group (workers that
+        outlived their parent) is killed too, so no test leaks a process; the
+        answer says whether that was needed.
+        """
+        if self.stopped is not None:
+            return self.stopped
+        start = time.monotonic()
+        graceful = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                graceful = False
+                self.process.kill()
+                self.process.wait(timeout=STOP_GRACE)
+        self.stopped = Stopped(
+            graceful, time.monotonic() - start, _kill_group(self.pid)
+        )
+        return self.stopped
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _wait_until_healthy(server: Server, health: str) -> str | None:
+    """None once ``health`` answers 200, else why the server never came up."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            return f"exited with status {server.process.returncode}"
+        try:
+            if server.get(health, timeout=2.0).status == 200:
+                return None
+        except OSError:
+            pass  # not listening yet
+        time.sleep(_POLL_INTERVAL)
+    return f"no 200 from {health} within {STARTUP_TIMEOUT:.0f} s"
+
+
+def _spawn(
+    command: list[str],
+    port: int,
+    log_path: Path,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+) -> Server:
+    full_env = {**os.environ, **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            # Its own process group, so that workers it forks can be found
+            # (and cleaned up) even if they outlive it.
+            start_new_session=os.name == "posix",
+        )
+    return Server(process, port, log_path)
+
+
+def start_server(
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    cmd: Sequence[str] | None = None,
+    health: str = "/health",
+    log_dir: Path | None = None,
+) -> Server:
+    """Start ``python -m pypiserver run -i 127.0.0.1 -p PORT *args`` and wait for it.
+
+    ``cmd`` replaces the whole command (gunicorn, the legacy CLI form); every
+    ``{port}`` in it becomes the chosen port.  ``env`` is added to the current
+    environment.  ``health`` is the path polled until it answers 200.  Fails
+    the test with the server's log if it exits or does not come up in time.
+    """
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="pypiserver-log-"))
+    why = ""
+    for attempt in range(_PORT_ATTEMPTS):
+        port = free_port()
+        if cmd is None:
+            command = server_command(port, args)
+        else:
+            command = [part.replace("{port}", str(port)) for part in cmd]
+        log_path = log_dir / f"server-{port}.log"
+        server = _spawn(command, port, log_path, env, cwd)
+        why = _wait_until_healthy(server, health) or ""
+        if not why:
+            return server
+        server.stop()
+        if "address already in use" not in server.log_text().lower():
+            break
+    pytest.fail(
+        f"server did not start ({why}): {' '.join(command)}\n--- log ---\n"
+        f"{server.log_text()}",
+        pytrace=False,
+    )
+
+
+# --- clients -----------------------------------------------------------------
+
+
+def client_env(index_url: str, home: Path | None = None) -> dict[str, str]:
+    """An environment in which pip and uv see only ``index_url`` (``.../simple/``).
+
+    User and site configuration is ignored and caches are off, so no client
+    can reach PyPI or answer from an earlier run.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PIP_", "UV_"))
+    }
+    env.update(
+        PIP_INDEX_URL=index_url,
+        PIP_NO_CACHE_DIR="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INPUT="1",
+        # Containers run as root; that warning would hide the ones that matter.
+        PIP_ROOT_USER_ACTION="ignore",
+        UV_INDEX_URL=index_url,
+        UV_DEFAULT_INDEX=index_url,
+        UV_NO_CACHE="1",
+        UV_NO_CONFIG="1",
+        UV_PYTHON_DOWNLOADS="never",
+        UV_NO_PROGRESS="1",
+    )
+    if home is not None:
+        env["HOME"] = str(home)
+    return env
+
+
+def run_client(
+    args: Sequence[str], *, env: Mapping[str, str], timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a client command to completion, capturing its text output."""
+    return subprocess.run(
+        list(args),
+        check=False,  # callers assert on the result, with its output in view
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+# --- fixtures ----------------------------------------------------------------
+
+StartServer = Callable[..., Server]
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServer]:
+    """``start_server`` with the same arguments; every server it started is stopped."""
+    started: list[Server] = []
+
+    def start(args: Sequence[str] = (), **kwargs: object) -> Server:
+        kwargs.setdefault("log_dir", tmp_path_factory.mktemp("server-log"))
+        server = start_server(args, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def packages_dir(tmp_path: Path) -> Path:
+    """An empty directory to serve distributions from."""
+    directory = tmp_path / "packages"
+    directory.mkdir()
+    return directory
