@@ -1,0 +1,1 @@
+"""The benchmark: see bench/README.md; entry point bench/run.py."""

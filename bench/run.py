@@ -1,0 +1,599 @@
+"""Benchmark pypiserver against released pypiserver and nginx, same corpus, same run.
+
+    python bench/run.py --projects 1000 --projects 10000
+
+For each N: generate the corpus, then for each server start it (timed),
+load it with wrk (simple pages HTML and JSON, the project list, downloads),
+resolve a 20-project graph with pip and uv, upload 50 files with twine, read
+its memory, stop it.  Prints a Markdown table per N and writes the raw
+figures as JSON (default ``bench/results/``, git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench import corpus as corpus_mod
+from bench import load, servers
+from bench.corpus import Corpus
+
+JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
+SERVER_ORDER = ("ours", "nginx", "upstream")
+Figures = dict[str, Any]
+
+
+# -- arguments ----------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--projects",
+        type=int,
+        action="append",
+        metavar="N",
+        help="corpus size; repeat for several (default 1000)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=5.0,
+        help="seconds of load per measurement (default 5)",
+    )
+    parser.add_argument(
+        "--skip-upstream",
+        action="store_true",
+        help="do not install and measure released pypiserver",
+    )
+    parser.add_argument(
+        "--skip-nginx", action="store_true", help="do not measure nginx"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results JSON file")
+    parser.add_argument(
+        "--upstream-cap",
+        type=float,
+        default=180.0,
+        help="seconds allowed for each upstream start, resolution and upload",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="pip/uv resolutions per server; the median is reported",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print the tables of an earlier results file and exit",
+    )
+    args = parser.parse_args(argv)
+    args.projects = sorted(set(args.projects or [1000]))
+    return args
+
+
+# -- measurements common to every server --------------------------------------
+
+
+def load_specs(corpus: Corpus, duration: float) -> dict[str, load.LoadSpec]:
+    pages = tuple(f"/simple/{name}/" for name in corpus.projects)
+    files = tuple(f"/packages/{name}" for name in corpus.sample_files)
+    return {
+        "project_html": load.LoadSpec(pages, duration=duration),
+        "project_json": load.LoadSpec(
+            pages, {"Accept": JSON_ACCEPT}, duration=duration
+        ),
+        "index": load.LoadSpec(("/simple/",), duration=duration),
+        "download": load.LoadSpec(files, duration=duration),
+    }
+
+
+def measure_loads(url: str, corpus: Corpus, duration: float, workdir: Path) -> Figures:
+    figures: Figures = {}
+    for scenario, spec in load_specs(corpus, duration).items():
+        figures[scenario] = attempt(
+            lambda spec=spec: load.run_load(url, spec, workdir).as_dict()
+        )
+        log(f"    {scenario}: {summary(figures[scenario])}")
+    return figures
+
+
+def attempt(measure: Callable[[], Any]) -> Any:
+    """One failed measurement is reported in the table, not fatal to the run."""
+    try:
+        return measure()
+    except subprocess.TimeoutExpired as error:
+        # A capped run is a result too: "slower than the cap".
+        return {
+            "error": f"timed out after {error.timeout:.0f} s",
+            "timeout": error.timeout,
+        }
+    except Exception as error:  # noqa: BLE001 - any failure is a figure to report
+        return {"error": f"{type(error).__name__}: {error}"[:300]}
+
+
+def summary(figure: Any) -> str:
+    if isinstance(figure, dict) and "rps" in figure:
+        p99 = "n/a" if figure["p99_ms"] is None else f"{figure['p99_ms']:.1f}"
+        return (
+            f"{figure['rps']:.0f} req/s, p99 {p99} ms, "
+            f"errors {figure['errors']}, non-2xx {figure['non_2xx']}"
+        )
+    return json.dumps(figure)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment minus pip/uv configuration, so only the index under
+    test is consulted (no find-links, no extra index from the machine)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,
+        UV_NO_CONFIG="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        **extra,
+    )
+    return env
+
+
+def timed(
+    argv: list[str], timeout: float
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    began = time.perf_counter()
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+        check=False,
+    )
+    return time.perf_counter() - began, done
+
+
+def resolve_once(argv: list[str], timeout: float, top: str) -> tuple[float, int]:
+    seconds, done = timed(argv, timeout)
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr or done.stdout)[-300:])
+    # Both tools name each chosen project; counting the graph's distinct
+    # names proves the whole graph was resolved, not just the top project.
+    prefix = re.escape(top.split("-")[0] + "-")
+    return seconds, len(set(re.findall(prefix + r"\d+", done.stdout + done.stderr)))
+
+
+# Repeats stop once this much time is spent: one slow server must not
+# multiply its cap by the repeat count.
+_RESOLUTION_BUDGET = 30.0
+
+
+def measure_resolution(
+    argv: list[str], repeats: int, timeout: float, top: str
+) -> Figures:
+    runs: list[tuple[float, int]] = []
+    while len(runs) < repeats and sum(t for t, _ in runs) < _RESOLUTION_BUDGET:
+        runs.append(resolve_once(argv, timeout, top))
+    times = [seconds for seconds, _ in runs]
+    return {
+        "seconds": statistics.median(times),
+        "runs": times,
+        "graph_projects": runs[-1][1],
+    }
+
+
+def pip_argv(url: str, top: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--no-cache-dir",
+        "--index-url",
+        f"{url}/simple/",
+        top,
+    ]
+
+
+def uv_argv(url: str, requirements: Path) -> list[str]:
+    uv = shutil.which("uv") or "uv"
+    return [
+        uv,
+        "pip",
+        "compile",
+        "--no-cache",
+        "--no-config",
+        "--index-url",
+        f"{url}/simple/",
+        "--python-version",
+        "3.11",
+        str(requirements),
+    ]
+
+
+def measure_resolutions(
+    url: str, corpus: Corpus, args: argparse.Namespace, timeout: float
+) -> Figures:
+    requirements = corpus.root / "requirements.in"
+    requirements.write_text(corpus.top_project + "\n")
+    top = corpus.top_project
+    figures = {
+        "pip": attempt(
+            lambda: measure_resolution(pip_argv(url, top), args.repeats, timeout, top)
+        ),
+        "uv": attempt(
+            lambda: measure_resolution(
+                uv_argv(url, requirements), args.repeats, timeout, top
+            )
+        ),
+    }
+    log(f"    pip: {json.dumps(figures['pip'])}\n    uv: {json.dumps(figures['uv'])}")
+    return figures
+
+
+def measure_uploads(url: str, corpus: Corpus, timeout: float) -> Figures:
+    argv = [
+        sys.executable,
+        "-m",
+        "twine",
+        "upload",
+        "--repository-url",
+        f"{url}/",
+        "-u",
+        "bench",
+        "-p",
+        "bench",
+        "--non-interactive",
+        "--disable-progress-bar",
+        *map(str, corpus.uploads),
+    ]
+    seconds, done = timed(argv, timeout)
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr or done.stdout)[-300:])
+    listed = page_status(url, "/simple/bench-upload-49/") == 200
+    return {"seconds": seconds, "files": len(corpus.uploads), "last_listed": listed}
+
+
+def page_status(url: str, path: str) -> int:
+    conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def remove_uploads(corpus: Corpus) -> None:
+    # Each server gets the same 50 new projects; the next must not see them.
+    for path in corpus.uploads:
+        (corpus.packages / path.name).unlink(missing_ok=True)
+
+
+# -- one server ---------------------------------------------------------------
+
+
+def serve_and_measure(
+    spec: servers.ServerSpec,
+    corpus: Corpus,
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    uploads: bool,
+    timeout: float,
+) -> Figures:
+    # Other work on the machine skews every figure; record how busy it was.
+    loadavg = os.getloadavg()[0]
+    server = servers.start(spec, workdir, timeout)
+    figures: Figures = {
+        "start_seconds": server.startup_seconds,
+        "loadavg_1min": loadavg,
+    }
+    log(f"  {spec.name}: healthy in {server.startup_seconds:.2f} s")
+    try:
+        figures.update(measure_loads(spec.url, corpus, args.duration, workdir))
+        figures.update(measure_resolutions(spec.url, corpus, args, timeout))
+        if uploads:
+            figures["upload"] = attempt(
+                lambda: measure_uploads(spec.url, corpus, timeout)
+            )
+            log(f"    upload: {json.dumps(figures['upload'])}")
+        figures["memory"] = servers.tree_memory(server.process.pid)
+        log(f"    memory: {json.dumps(figures['memory'])}")
+    finally:
+        servers.stop(server)
+        remove_uploads(corpus)
+    return figures
+
+
+def measure_ours(corpus: Corpus, args: argparse.Namespace, workdir: Path) -> Figures:
+    # The first start hashes every file (cold digest cache); the second reads
+    # the cache the first one persisted, which is the everyday restart.
+    shutil.rmtree(corpus.packages / ".pypiserver", ignore_errors=True)
+    spec = servers.ours_spec(corpus.packages, servers.free_port())
+    cold = servers.start(spec, workdir, timeout=600)
+    servers.stop(cold)
+    log(f"  ours: cold start {cold.startup_seconds:.2f} s")
+    figures = serve_and_measure(spec, corpus, args, workdir, uploads=True, timeout=300)
+    figures["cold_start_seconds"] = cold.startup_seconds
+    figures["warm_start_seconds"] = figures.pop("start_seconds")
+    return figures
+
+
+def measure_nginx(corpus: Corpus, args: argparse.Namespace, workdir: Path) -> Figures:
+    root = workdir / "nginx"
+    root.mkdir(exist_ok=True)
+    spec = servers.nginx_spec(root, corpus.static, corpus.packages, servers.free_port())
+    figures = serve_and_measure(spec, corpus, args, workdir, uploads=False, timeout=60)
+    figures["cold_start_seconds"] = figures.pop("start_seconds")
+    return figures
+
+
+def measure_upstream(
+    corpus: Corpus, args: argparse.Namespace, workdir: Path, executable: Path
+) -> Figures:
+    spec = servers.upstream_spec(executable, corpus.packages, servers.free_port())
+    figures = serve_and_measure(
+        spec, corpus, args, workdir, uploads=True, timeout=args.upstream_cap
+    )
+    figures["cold_start_seconds"] = figures.pop("start_seconds")
+    return figures
+
+
+def bench_size(
+    n: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    upstream: Path | None,
+    tools: dict[str, bool],
+) -> Figures:
+    log(f"N = {n}: generating corpus")
+    corpus = corpus_mod.generate(workdir / "corpus", n)
+    log(f"  {corpus.size} projects, {corpus.size * 6} files in {corpus.seconds:.1f} s")
+    results: Figures = {"corpus_seconds": corpus.seconds, "files": corpus.size * 6}
+    plan: dict[str, Callable[[], Figures]] = {
+        "ours": lambda: measure_ours(corpus, args, workdir)
+    }
+    if not args.skip_nginx and tools.get("nginx"):
+        plan["nginx"] = lambda: measure_nginx(corpus, args, workdir)
+    if upstream is not None:
+        plan["upstream"] = lambda: measure_upstream(corpus, args, workdir, upstream)
+    for name, measure in plan.items():
+        results[name] = attempt(measure)
+    return results
+
+
+# -- report -------------------------------------------------------------------
+
+# (label, path into a server's figures, larger-is-better, target for ours)
+ROWS: list[tuple[str, tuple[str, ...], bool, str]] = [
+    ("/simple/<p>/ HTML req/s", ("project_html", "rps"), True, ">= 0.5x nginx"),
+    ("/simple/<p>/ HTML p99 ms", ("project_html", "p99_ms"), False, "<= 10 ms"),
+    ("/simple/<p>/ JSON req/s", ("project_json", "rps"), True, ""),
+    ("/simple/<p>/ JSON p99 ms", ("project_json", "p99_ms"), False, "<= 10 ms"),
+    ("/simple/ req/s", ("index", "rps"), True, ""),
+    ("/simple/ p99 ms", ("index", "p99_ms"), False, "<= 10 ms"),
+    ("download req/s", ("download", "rps"), True, ""),
+    ("download p99 ms", ("download", "p99_ms"), False, "<= 10 ms"),
+    ("pip resolve s", ("pip", "seconds"), False, "<= 1.2x nginx"),
+    ("uv compile s", ("uv", "seconds"), False, "<= 1.2x nginx"),
+    ("50 uploads (twine) s", ("upload", "seconds"), False, "<= 2 s"),
+    ("cold start s", ("cold_start_seconds",), False, ""),
+    ("warm start s", ("warm_start_seconds",), False, "<= 1.5 s"),
+    ("memory, whole tree MB", ("memory", "total_mb"), False, ""),
+    ("memory, largest process MB", ("memory", "largest_mb"), False, "<= 150 MB"),
+]
+
+
+def shown(figures: Any, path: tuple[str, ...]) -> str:
+    value = dig(figures, path)
+    if value is None:
+        timeout = dig(figures, (*path[:-1], "timeout"))
+        return f"> {timeout:.0f}" if timeout is not None else "n/a"
+    return cell(value)
+
+
+def dig(figures: Any, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        if not isinstance(figures, dict) or key not in figures:
+            return None
+        figures = figures[key]
+    return float(figures) if isinstance(figures, (int, float)) else None
+
+
+def cell(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}"
+
+
+def table(n: int, results: Figures) -> str:
+    head = [
+        "figure",
+        "ours",
+        "nginx",
+        "upstream",
+        "ours/nginx",
+        "ours/upstream",
+        "target",
+    ]
+    title = (
+        f"### N = {n} ({results['files']} files, corpus built in "
+        f"{results['corpus_seconds']:.1f} s)"
+    )
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, path, _, target in ROWS:
+        values = [dig(results.get(name), path) for name in SERVER_ORDER]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    label,
+                    *(shown(results.get(name), path) for name in SERVER_ORDER),
+                    ratio(values[0], values[1]),
+                    ratio(values[0], values[2]),
+                    target,
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines + errors_of(results))
+
+
+def errors_of(results: Figures) -> list[str]:
+    notes = []
+    for name in SERVER_ORDER:
+        figures = results.get(name)
+        if isinstance(figures, dict) and "error" in figures:
+            notes.append(f"- {name} failed: {figures['error']}")
+            continue
+        for key, value in (figures or {}).items():
+            if isinstance(value, dict) and "error" in value:
+                notes.append(f"- {name} {key}: {value['error']}")
+            elif isinstance(value, dict) and (
+                value.get("errors") or value.get("non_2xx")
+            ):
+                notes.append(
+                    f"- {name} {key}: {value['errors']} socket errors, "
+                    f"{value['non_2xx']} non-2xx responses"
+                )
+    return ["", *notes] if notes else []
+
+
+def flatness_table(runs: dict[int, Figures]) -> str:
+    """Figures at the largest N over the smallest: 1.00 is perfectly flat."""
+    small, large = min(runs), max(runs)
+    head = [
+        "figure",
+        *(f"{name} N={large}/N={small}" for name in SERVER_ORDER),
+        "target",
+    ]
+    lines = [
+        f"### Flat in N ({large} vs {small} projects)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for label, path, _, _ in ROWS[:8]:
+        cells = [
+            ratio(dig(runs[large].get(s), path), dig(runs[small].get(s), path))
+            for s in SERVER_ORDER
+        ]
+        # The project list grows with N by design; pages and files must not.
+        target = (
+            "ours within 0.85-1.15" if path[1] == "rps" and path[0] != "index" else ""
+        )
+        lines.append("| " + " | ".join([label, *cells, target]) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> Figures:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_tool": "wrk" if load.have_wrk() else "python",
+    }
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def default_out() -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return REPO_ROOT / "bench" / "results" / f"bench-{stamp}.json"
+
+
+def run(args: argparse.Namespace, workdir: Path) -> tuple[Figures, str]:
+    tools = servers.ensure_tools(want_nginx=not args.skip_nginx)
+    upstream = None
+    if not args.skip_upstream:
+        log("installing released pypiserver in its own venv")
+        upstream = servers.install_upstream(workdir / "upstream-venv")
+    report: Figures = {
+        "machine": machine(),
+        "args": vars(args) | {"out": str(args.out)},
+        "runs": {},
+    }
+    for n in args.projects:
+        size_dir = workdir / f"n{n}"
+        size_dir.mkdir()
+        report["runs"][n] = bench_size(n, args, size_dir, upstream, tools)
+        if not args.keep:
+            shutil.rmtree(size_dir / "corpus", ignore_errors=True)
+    return report, tables_of(report["runs"])
+
+
+def tables_of(runs: dict[int, Figures]) -> str:
+    tables = [table(n, figures) for n, figures in runs.items()]
+    if len(runs) > 1:
+        tables.append(flatness_table(runs))
+    return "\n\n".join(tables)
+
+
+def reprint(path: Path) -> int:
+    report = json.loads(path.read_text())
+    print(tables_of({int(n): figures for n, figures in report["runs"].items()}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report is not None:
+        return reprint(args.report)
+    args.out = args.out or default_out()
+    workdir = Path(tempfile.mkdtemp(prefix="pypiserver-bench-"))
+    # nginx workers run as an unprivileged user and must reach the corpus.
+    workdir.chmod(0o755)
+    try:
+        report, markdown = run(args, workdir)
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print(markdown)
+    log(f"results written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The benchmark's corpus generator makes valid, self-contained distributions.
+
+Only the generator is exercised here (N = 5, well under a second); the
+benchmark itself starts servers and load generators and is never run by tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tarfile
+import zipfile
+from email.parser import HeaderParser
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from pypiserver.distributions import normalize_name, parse_filename
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench import corpus as bench_corpus
+
+N = 5
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> bench_corpus.Corpus:
+    return bench_corpus.generate(tmp_path_factory.mktemp("corpus"), N, workers=1)
+
+
+def _core_metadata(path: Path) -> str:
+    if path.name.endswith(".whl"):
+        with zipfile.ZipFile(path) as archive:
+            member = next(
+                m for m in archive.namelist() if m.endswith(".dist-info/METADATA")
+            )
+            return archive.read(member).decode()
+    with tarfile.open(path) as archive:
+        member = next(m for m in archive.getnames() if m.endswith("/PKG-INFO"))
+        return archive.extractfile(member).read().decode()
+
+
+def _requires_dist(path: Path) -> list[Requirement]:
+    headers = HeaderParser().parsestr(_core_metadata(path))
+    return [Requirement(value) for value in headers.get_all("Requires-Dist", [])]
+
+
+def test_every_project_has_a_wheel_and_an_sdist_per_version(corpus):
+    dists = [parse_filename(p.name) for p in corpus.packages.iterdir()]
+    kinds = {(d.project, d.version, d.kind) for d in dists}
+    expected = {
+        (normalize_name(name), version, kind)
+        for name in corpus.projects
+        for version in bench_corpus.VERSIONS
+        for kind in ("wheel", "sdist")
+    }
+    assert len(dists) == N * len(bench_corpus.VERSIONS) * 2
+    assert kinds == expected
+
+
+def test_dependency_graph_is_closed(corpus):
+    names = {normalize_name(n) for n in corpus.projects}
+    edges = [
+        normalize_name(req.name)
+        for path in corpus.packages.iterdir()
+        for req in _requires_dist(path)
+    ]
+    assert edges, "the corpus should declare dependencies"
+    assert set(edges) <= names
+
+
+def test_top_project_reaches_the_whole_graph(corpus):
+    wheels = {
+        parse_filename(p.name).project: p for p in corpus.packages.glob("*-2.0.0-*.whl")
+    }
+    seen, todo = set(), [normalize_name(corpus.top_project)]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [normalize_name(r.name) for r in _requires_dist(wheels[name])]
+    assert len(seen) == bench_corpus.graph_size(N)
+
+
+def test_static_pages_list_every_file_with_its_metadata_digest(corpus):
+    page = json.loads(
+        (corpus.static / "simple" / corpus.top_project / "index.json").read_text()
+    )
+    files = {f["filename"]: f for f in page["files"]}
+    wheel = next(name for name in files if name.endswith(".whl"))
+    metadata = corpus.static / "metadata" / f"{wheel}.metadata"
+    assert (corpus.packages / wheel).exists()
+    assert (
+        files[wheel]["core-metadata"]["sha256"]
+        == hashlib.sha256(metadata.read_bytes()).hexdigest()
+    )
+
+
+def test_upload_files_are_new_projects(corpus):
+    uploaded = {parse_filename(p.name).project for p in corpus.uploads}
+    assert len(corpus.uploads) == bench_corpus.UPLOAD_COUNT
+    assert not uploaded & {normalize_name(n) for n in corpus.projects}
