@@ -13,6 +13,7 @@ it changes, so a reader sees either the old or the new one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -34,7 +35,7 @@ from .distributions import (
     normalize_name,
     parse_filename,
 )
-from .state import Change, FileFacts, StateStore
+from .state import Change, Digests, FileFacts, StateStore
 from .storage import Storage, StoredFile
 
 __all__ = [
@@ -184,6 +185,10 @@ class Catalogue:
         self.storage = storage
         self.state = state
         self.hash_algo = hash_algo
+        # The digests pages show; the others are read from the state store
+        # when the JSON API asks (60,000 files x two more hex strings is
+        # real memory in every worker).
+        self._kept_digests = frozenset({"sha256", hash_algo} - {None})
         #: The ``simple-dir`` behaviour: look at the directories on every read.
         self.rescan_on_read = rescan_on_read
         self._write_lock = threading.RLock()
@@ -208,9 +213,14 @@ class Catalogue:
         self.sync()
         names = self._names
         if names is None:
-            names = self._names = tuple(
-                (name, self._display_name(name)) for name in sorted(self._by_project)
-            )
+            # Under the lock, or a change applied meanwhile by the watcher
+            # could be overwritten by this older list.
+            with self._write_lock:
+                names = self._names
+                if names is None:
+                    names = self._names = tuple(
+                        (name, self._display_name(name)) for name in sorted(self._by_project)
+                    )
         return names
 
     def projects(self) -> Iterator[Project]:
@@ -246,6 +256,10 @@ class Catalogue:
             return None
         return self.state.metadata(file.stored.location)
 
+    def all_digests(self, file: IndexedFile) -> dict[str, str]:
+        """Every digest known for ``file``, including those not kept in memory."""
+        return self.state.digests(file.stored.location) or dict(file.facts.digests)
+
     def __len__(self) -> int:
         return len(self._by_project)
 
@@ -255,13 +269,13 @@ class Catalogue:
         """Build the catalogue from the storage, reading only unknown files."""
         started = time.monotonic()
         found = list(self.storage.scan())
-        known = self.state.all_facts()
+        known = self.state.all_facts(self._kept_digests)
         unread = [s for s in found if not self._knows(known.get(s.location), s)]
         if unread:
             # Several worker processes may start at once over one tree: the
             # first reads the new files, the others then find them known.
             with self.state.exclusive():
-                known = self.state.all_facts()
+                known = self.state.all_facts(self._kept_digests)
                 unread = [s for s in unread if not self._knows(known.get(s.location), s)]
                 known.update(self._read_all(unread))
         with self._write_lock:
@@ -288,7 +302,7 @@ class Catalogue:
                 log.warning("cannot read %s: %s", stored.path, exc)
                 continue
             batch.append((stored.location, facts, raw))
-            learnt[stored.location] = facts
+            learnt[stored.location] = self._trim(facts)
             if count % _PROGRESS_EVERY == 0:
                 self.state.save_many_facts(batch)
                 batch.clear()
@@ -328,7 +342,7 @@ class Catalogue:
             touched = self._forget(relpath)
             if stored is not None:
                 fresh: list[tuple[str, FileFacts, bytes | None]] = []
-                touched |= self._learn(stored, self.state.facts(stored.location), fresh)
+                touched |= self._learn(stored, self.state.facts(stored.location, self._kept_digests), fresh)
                 self.state.save_many_facts(fresh)
             self._invalidate(touched)
 
@@ -385,6 +399,10 @@ class Catalogue:
         entry = self._files.get(stored.relpath)
         return entry is None or not self._knows(entry[2], stored)
 
+    def _trim(self, facts: FileFacts) -> FileFacts:
+        kept = Digests((k, v) for k, v in facts.digests.items() if k in self._kept_digests)
+        return dataclasses.replace(facts, digests=kept)
+
     def _knows(self, facts: FileFacts | None, stored: StoredFile) -> bool:
         """Whether ``facts`` still describe the stored file."""
         if stored.relpath.endswith(SIGNATURE_SUFFIX):
@@ -416,9 +434,13 @@ class Catalogue:
                 log.warning("cannot read %s: %s", stored.path, exc)
                 return set()
             fresh.append((stored.location, facts, raw))
+            facts = self._trim(facts)
             # The file may have been written since it was listed; the facts
             # describe what was read.
             stored = StoredFile(stored.root, stored.relpath, facts.size, facts.mtime_ns)
+        if stored.relpath == dist.filename and stored.relpath is not dist.filename:
+            # One string for both: a top-level file's path is its name.
+            stored = StoredFile(stored.root, dist.filename, stored.size, stored.mtime_ns)
         self._files[stored.relpath] = (dist, stored, facts)
         self._by_project.setdefault(dist.project, set()).add(stored.relpath)
         return {dist.project}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 from .index import IndexedFile, Project, normalize_version
@@ -85,19 +85,21 @@ def pypi_json(
     version: str,
     metadata: CoreMetadata | None,
     base_url: str,
+    digests: Mapping[str, Mapping[str, str]],
 ) -> bytes:
-    """The PyPI JSON API document for one release of ``project``."""
+    """The PyPI JSON API document for one release of ``project``; ``digests``
+    maps each file's relpath to all its digests."""
     release_files = project.release(version)
     files_url = base_url.rstrip("/") + "/packages/"
     releases: dict[str, list[dict[str, Any]]] = {}
     for file in project.files:
-        releases.setdefault(file.dist.version, []).append(_pypi_file(file, files_url))
+        releases.setdefault(file.dist.version, []).append(_pypi_file(file, files_url, digests[file.relpath]))
     yanked = bool(release_files) and all(f.yanked is not None for f in release_files)
     document = {
         "info": _pypi_info(project, version, metadata, base_url, yanked, release_files),
         "last_serial": project.serial,
         "releases": releases,
-        "urls": [_pypi_file(f, files_url) for f in release_files],
+        "urls": [_pypi_file(f, files_url, digests[f.relpath]) for f in release_files],
         "vulnerabilities": [],
     }
     return _json(document)
@@ -162,8 +164,7 @@ def _iso8601(file: IndexedFile) -> str:
     return file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _pypi_file(file: IndexedFile, files_url: str) -> dict[str, Any]:
-    digests = file.facts.digests
+def _pypi_file(file: IndexedFile, files_url: str, digests: Mapping[str, str]) -> dict[str, Any]:
     return {
         "comment_text": "",
         "digests": {k: digests[k] for k in ("md5", "sha256", "blake2b_256") if k in digests},

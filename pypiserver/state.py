@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Collection, Iterable, Iterator, Mapping
 
 from .distributions import Distribution
 
@@ -30,7 +30,7 @@ try:
 except ImportError:  # Windows: one process at a time is the common case there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FileFacts", "StateStore", "Change", "Yank"]
+__all__ = ["Digests", "FileFacts", "StateStore", "Change", "Yank"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,45 @@ CREATE TABLE IF NOT EXISTS yanks (
     PRIMARY KEY (project, version, filename)
 );
 """
+
+
+class Digests(Mapping[str, str]):
+    """Hex digests by hashlib name: always sha256, perhaps a few more.  A
+    dict would do, but the catalogue keeps one per file, and this is a
+    quarter of a dict's size."""
+
+    __slots__ = ("sha256", "_more")
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        more: list[tuple[str, str]] = []
+        sha256 = None
+        for name, digest in pairs:
+            if name == "sha256":
+                sha256 = digest
+            else:
+                more.append((name, digest))
+        if sha256 is None:
+            raise ValueError("a sha256 digest is required")
+        self.sha256: str = sha256
+        self._more = tuple(more)  # usually the shared empty tuple
+
+    def __getitem__(self, name: str) -> str:
+        if name == "sha256":
+            return self.sha256
+        for key, value in self._more:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        yield "sha256"
+        yield from (key for key, _ in self._more)
+
+    def __len__(self) -> int:
+        return 1 + len(self._more)
+
+    def __repr__(self) -> str:
+        return f"Digests({dict(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +182,37 @@ class StateStore:
                 if fcntl is not None:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def all_facts(self) -> dict[str, FileFacts]:
+    def all_facts(self, digests: Collection[str] = ("sha256",)) -> dict[str, FileFacts]:
+        """The facts of every file, keeping only the named ``digests`` (the
+        others stay on disk: see :meth:`digests`).  Strings repeated across
+        rows (names, versions, tags, summaries) are shared, which matters at
+        60,000 files."""
+        shared: dict[str, str] = {}
         with self._lock:
-            rows = self._db.execute(f"SELECT path, {_FACT_COLUMNS} FROM files").fetchall()
-        return {row[0]: _facts(row[1:]) for row in rows}
+            # Row by row, not fetchall(): the rows' own strings are dropped
+            # as soon as they are converted, which keeps the peak low.
+            rows = self._db.execute(f"SELECT path, {_FACT_COLUMNS} FROM files")
+            return {row[0]: _facts(row[1:], digests, shared.setdefault) for row in rows}
 
-    def facts(self, path: str) -> FileFacts | None:
+    def facts(self, path: str, digests: Collection[str] = ("sha256",)) -> FileFacts | None:
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_FACT_COLUMNS} FROM files WHERE path = ?", (path,)
             ).fetchone()
-        return _facts(row) if row else None
+        return _facts(row, digests) if row else None
+
+    def digests(self, path: str) -> dict[str, str]:
+        """Every digest stored for the file at ``path`` (the JSON API shows
+        md5 and blake2b_256, which the catalogue does not keep in memory)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, md5, blake2b_256, other_digests FROM files WHERE path = ?", (path,)
+            ).fetchone()
+        if row is None:
+            return {}
+        found = dict(zip(_BASE_DIGESTS, row[:3]))
+        found.update(json.loads(row[3]) if row[3] else {})
+        return found
 
     def save_facts(self, path: str, facts: FileFacts, metadata: bytes | None) -> None:
         self.save_many_facts([(path, facts, metadata)])
@@ -229,19 +288,29 @@ class StateStore:
 
 
 _BASE_DIGESTS = ("sha256", "md5", "blake2b_256")
+
+
+def _same(text: str, default: str) -> str:
+    return text
 _FACT_COLUMNS = (
     "size, mtime_ns, sha256, md5, blake2b_256, other_digests, requires_python,"
     " summary, metadata_sha256, metadata_name, filename, name, project, version, kind, python_version"
 )
 
 
-def _facts(row: tuple) -> FileFacts:
+def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str] = _same) -> FileFacts:
     size, mtime_ns, sha256, md5, blake2b, other, requires_python, summary, metadata_sha256, name = row[:10]
-    digests = {"sha256": sha256, "md5": md5, "blake2b_256": blake2b}
+    pairs = [("sha256", sha256), ("md5", md5), ("blake2b_256", blake2b)]
     if other:
-        digests.update(json.loads(other))
-    dist = Distribution(*row[10:])
-    return FileFacts(size, mtime_ns, digests, requires_python, summary, metadata_sha256, name, dist)
+        pairs.extend(json.loads(other).items())
+    digests = Digests((k, v) for k, v in pairs if k == "sha256" or k in keep)
+    filename = row[10]  # unique to its row: nothing to share
+    texts = (requires_python, summary, name, *row[11:])
+    requires_python, summary, name, *dist = (t if t is None else share(t, t) for t in texts)
+    return FileFacts(
+        size, mtime_ns, digests, requires_python, summary, metadata_sha256, name,
+        Distribution(filename, *dist),
+    )
 
 
 def _row(path: str, facts: FileFacts, metadata: bytes | None) -> tuple:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -317,3 +318,77 @@ def test_json_project_list(app):
     document = app.get("/simple/", headers={"Accept": JSON_V1})
     assert document.content_type == JSON_V1
     assert json.loads(document.body)["projects"][0] == {"name": "dep"}
+
+
+# --- the fast path for installers' reads ------------------------------------------
+
+
+def _wsgi(application, path: str, headers: dict[str, str], method: str = "GET"):
+    """Status, headers and body of one request, straight through WSGI."""
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "",
+        "SERVER_NAME": "localhost", "SERVER_PORT": "80", "HTTP_HOST": "localhost",
+        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(),
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()},
+    }  # fmt: skip
+    started = []
+    body = application(environ, lambda status, hdrs, exc=None: started.append((status, hdrs)))
+    try:
+        data = b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    status, hdrs = started[0]
+    return status, sorted((k.title(), v) for k, v in hdrs), data
+
+
+WHEEL_PATH = "/packages/foo_bar-1.10-py3-none-any.whl"
+FAST_READS = [
+    ("/simple/", {}),
+    ("/simple/", {"Accept": JSON_V1, "Accept-Encoding": "gzip"}),
+    ("/simple/foo-bar/", {}),
+    ("/simple/foo-bar/", {"Accept": JSON_V1}),
+    ("/simple/foo-bar/", {"Accept-Encoding": "gzip, deflate"}),
+    (WHEEL_PATH, {}),
+    (WHEEL_PATH, {"Range": "bytes=5-20"}),
+    (WHEEL_PATH, {"Range": "bytes=100000-"}),
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize(("path", "headers"), FAST_READS)
+def test_fast_reads_answer_exactly_as_the_routes_do(make_app, root, path, headers, method):
+    application = make_app(root, cache_control=60).app
+    assert application.fast_reads(*_fast_probe(path, headers, method)) is not None
+    fast = _wsgi(application, path, headers, method)
+    routed = _wsgi(application.wsgi, path, headers, method)  # Bottle alone
+    assert fast == routed
+    # And conditionally: the validator of either path gets a 304 from both.
+    tag = dict(fast[1]).get("Etag")
+    if tag and fast[0].startswith("200"):
+        again = {**headers, "If-None-Match": tag}
+        assert _wsgi(application, path, again, method)[0] == "304 Not Modified"
+        assert _wsgi(application.wsgi, path, again, method)[0] == "304 Not Modified"
+
+
+def _fast_probe(path, headers, method):
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "",
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()},
+    }  # fmt: skip
+    return environ, lambda *args: None
+
+
+@pytest.mark.parametrize(
+    ("path", "config"),
+    [
+        ("/simple/Foo_Bar/", {}),  # a redirect to the normalised name
+        ("/simple/unknown/", {}),  # the fallback
+        ("/packages/foo_bar-1.10-py3-none-any.whl.metadata", {}),
+        ("/packages/missing-1.0.tar.gz", {}),
+        ("/simple/foo-bar/", {"authenticated": ["list"], "passwords": "."}),
+        (WHEEL_PATH, {"authenticated": ["download"], "passwords": "."}),
+    ],
+)
+def test_fast_reads_leave_the_rest_to_the_routes(make_app, root, path, config):
+    application = make_app(root, **config).app
+    assert application.fast_reads(*_fast_probe(path, {}, "GET")) is None

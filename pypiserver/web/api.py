@@ -64,7 +64,8 @@ def _document(ctx: "Context", project: Project, version: str) -> bytes:
 
     def build() -> Page:
         metadata = _release_metadata(ctx, project.release(version))
-        return Page(render.pypi_json(project, version, metadata, base), "application/json")
+        digests = {f.relpath: ctx.catalogue.all_digests(f) for f in project.files}
+        return Page(render.pypi_json(project, version, metadata, base, digests), "application/json")
 
     page = ctx.pages.get(("pypi", project.name, version, base), project.revision, build)
     return send_page(page, max_age=ctx.config.index_max_age)

@@ -20,9 +20,10 @@ from ..state import StateStore
 from ..storage import DirectoryStorage
 from ..watcher import Watcher
 from . import api, files, pages, simple, upload
+from .fastpath import FastReads
 from .responses import PageCache, base_url, plain_error
 
-__all__ = ["Context", "create_app", "state_dir"]
+__all__ = ["Context", "IndexApp", "create_app", "state_dir"]
 
 log = logging.getLogger("pypiserver")
 http_log = logging.getLogger("pypiserver.http")
@@ -66,7 +67,7 @@ def create_app(config: Config) -> bottle.Bottle:
     )
     context = Context(config, catalogue, policy, PageCache(), watcher)
 
-    app = bottle.Bottle()
+    app = IndexApp(context)
     app.config["pypiserver.context"] = context
     app.install(AccessPlugin(policy))
     for routes in (pages, upload, simple, files, api):
@@ -76,6 +77,19 @@ def create_app(config: Config) -> bottle.Bottle:
     for status in (400, 401, 403, 404, 405, 406, 409, 413, 500):
         app.error_handler[status] = _plain_error_page
     return app
+
+
+class IndexApp(bottle.Bottle):
+    """The Bottle application, with installers' hot reads answered before
+    routing (see :mod:`.fastpath`)."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__()
+        self.fast_reads = FastReads(context)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        answer = self.fast_reads(environ, start_response)
+        return answer if answer is not None else self.wsgi(environ, start_response)
 
 
 class AccessPlugin:

@@ -3,30 +3,41 @@
 
 from __future__ import annotations
 
+import email.utils
 import mimetypes
-from typing import TYPE_CHECKING
+import os
+import re
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 import bottle
 
 from .. import render
+from ..index import IndexedFile
 from ..storage import StoredFile
 from .responses import Page, plain_error, redirect, send_page
 
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["install"]
+__all__ = ["install", "file_answer", "download_headers"]
 
 METADATA_SUFFIX = ".metadata"
 
 
+#: Files up to this size are sent as one block, larger ones in chunks.
+SMALL_FILE = 1 << 20
+_CHUNK = 1 << 18
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def download_headers(ctx: "Context") -> list[tuple[str, str]]:
+    """The headers ``--cache-control`` adds to every download."""
+    max_age = ctx.config.cache_control
+    return [] if max_age is None else [("Cache-Control", f"public, max-age={max_age}")]
+
+
 def install(app: bottle.Bottle, ctx: "Context") -> None:
-    config = ctx.config
-    download_headers = (
-        {"Cache-Control": f"public, max-age={config.cache_control}"}
-        if config.cache_control is not None
-        else {}
-    )
+    extra = download_headers(ctx)
 
     @app.get("/packages", action="list")
     def listing_slash() -> bottle.HTTPResponse:
@@ -35,27 +46,30 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
     @app.get("/packages/", action="list")
     def listing() -> bytes:
         catalogue = ctx.catalogue
+        catalogue.sync()  # then the generation, then the files: see simple.list_page
         page = ctx.pages.get(
             ("packages",),
             catalogue.generation,
             lambda: Page(
                 render.files_listing_html(
-                    (f for p in catalogue.projects() for f in p.files), config.hash_algo
+                    (f for p in catalogue.projects() for f in p.files), ctx.config.hash_algo
                 ),
                 "text/html; charset=utf-8",
             ),
         )
-        return send_page(page, max_age=config.index_max_age)
+        return send_page(page, max_age=ctx.config.index_max_age)
 
     @app.get("/packages/<relpath:path>", action="download")
     def download(relpath: str) -> bytes | bottle.HTTPResponse:
         catalogue = ctx.catalogue
         file = catalogue.file(relpath)
-        if file is not None:
-            return _send_file(file.stored, download_headers)
-        signature = catalogue.signature(relpath)
-        if signature is not None:
-            return _send_file(signature, download_headers)
+        stored = file.stored if file is not None else catalogue.signature(relpath)
+        if stored is not None:
+            try:
+                status, headers, body = file_answer(stored, file, bottle.request.environ, extra)
+            except OSError:  # removed since the catalogue last looked
+                return plain_error(404, f"No file {relpath} in this index.")
+            return bottle.HTTPResponse(body, status, headers=headers)
         if relpath.endswith(METADATA_SUFFIX):
             return _metadata(ctx, relpath[: -len(METADATA_SUFFIX)])
         return plain_error(404, f"No file {relpath} in this index.")
@@ -75,15 +89,124 @@ def _metadata(ctx: "Context", relpath: str) -> bytes | bottle.HTTPResponse:
     return send_page(page, max_age=ctx.config.cache_control or 0)
 
 
-def _send_file(stored: StoredFile, headers: dict[str, str]) -> bottle.HTTPResponse:
+def file_answer(
+    stored: StoredFile,
+    file: IndexedFile | None,
+    environ: dict,
+    extra_headers: list[tuple[str, str]],
+) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+    """Status, headers and body sending ``stored`` to the request in
+    ``environ``: conditional requests, one byte range, HEAD.  ``file`` is the
+    catalogue's entry for it, whose sha256 digest is the ETag (the same from
+    every worker process and every host).  Raises OSError when the file
+    cannot be opened."""
+    handle = open(stored.location, "rb")
+    try:
+        stat = os.fstat(handle.fileno())
+        size = stat.st_size
+        headers = [
+            ("Content-Type", _mimetype(stored.filename)),
+            ("Accept-Ranges", "bytes"),
+            ("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
+            *extra_headers,
+        ]
+        etag = None
+        # A digest read before the file last changed would be a wrong tag.
+        if file is not None and (file.facts.size, file.facts.mtime_ns) == (size, stat.st_mtime_ns):
+            etag = f'"{file.facts.digests["sha256"]}"'
+            headers.append(("ETag", etag))
+        if _not_modified(environ, etag, int(stat.st_mtime)):
+            handle.close()
+            return 304, [h for h in headers if h[0] != "Content-Type"], []
+        status, start, end = 200, 0, size
+        wanted = _byte_range(environ.get("HTTP_RANGE"), size)
+        if wanted == "unsatisfiable":
+            handle.close()
+            message = f"Range not satisfiable: the file has {size} bytes.\n".encode()
+            return 416, [
+                ("Content-Range", f"bytes */{size}"),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(message))),
+            ], [message]
+        if wanted is not None:
+            status, (start, end) = 206, wanted
+            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
+        headers.append(("Content-Length", str(end - start)))
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            handle.close()
+            return status, headers, []
+        if end - start <= SMALL_FILE:
+            handle.seek(start)
+            data = handle.read(end - start)
+            handle.close()
+            return status, headers, [data]
+        return status, headers, _Chunks(handle, start, end)
+    except BaseException:
+        handle.close()
+        raise
+
+
+class _Chunks:
+    """A large file's bytes from ``start`` to ``end``, read as they are sent:
+    memory stays flat whatever the file's size."""
+
+    def __init__(self, handle: BinaryIO, start: int, end: int) -> None:
+        self._handle, self._start, self._end = handle, start, end
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._handle.seek(self._start)
+        left = self._end - self._start
+        while left > 0:
+            chunk = self._handle.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _mimetype(filename: str) -> str:
     # Never let a guessed encoding ("gzip" for .tar.gz) reach the headers: a
     # client would unpack the archive before checking its hash.
-    mimetype = mimetypes.guess_type(stored.filename, strict=False)[0] or "application/octet-stream"
-    if stored.filename.endswith(".asc"):
-        mimetype = "application/pgp-signature"
-    response = bottle.static_file(
-        stored.relpath, root=str(stored.root), mimetype=mimetype, headers=headers
-    )
-    if isinstance(response, bottle.HTTPResponse):
-        response.set_header("Accept-Ranges", "bytes")
-    return response
+    if filename.endswith(".asc"):
+        return "application/pgp-signature"
+    return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+
+
+def _not_modified(environ: dict, etag: str | None, mtime: int) -> bool:
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match:
+        # When both are sent, the tag decides (RFC 9110, 13.2.2).
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or (etag is not None and etag in tags)
+    since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if since:
+        parsed = email.utils.parsedate_tz(since.split(";")[0].strip())
+        return parsed is not None and email.utils.mktime_tz(parsed) >= mtime
+    return False
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """(start, end) of a single ``bytes=`` range; None to send the whole file
+    (no range, a malformed one or several, which RFC 9110 lets a server
+    ignore); "unsatisfiable" when it lies beyond the end."""
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        length = int(last)
+        if length == 0:
+            return "unsatisfiable"
+        return max(size - length, 0), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, end

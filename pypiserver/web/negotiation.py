@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = ["HTML", "JSON_V1", "HTML_V1", "SIMPLE_TYPES", "choose", "FORMAT_ALIASES"]
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -14,6 +16,8 @@ SIMPLE_TYPES = (HTML, HTML_V1, JSON_V1)
 FORMAT_ALIASES = {"json": JSON_V1, "html": HTML}
 
 
+# Installers send the same few headers over and over.
+@lru_cache(maxsize=256)
 def choose(accept: str | None, offers: tuple[str, ...] = SIMPLE_TYPES) -> str | None:
     """The offer the client prefers, or None when it accepts none of them.
 

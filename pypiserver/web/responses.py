@@ -12,7 +12,7 @@ from typing import Callable, Hashable
 
 import bottle
 
-__all__ = ["Page", "PageCache", "base_url", "redirect", "send_page", "plain_error"]
+__all__ = ["Page", "PageCache", "base_url", "page_answer", "redirect", "send_page", "plain_error"]
 
 
 @dataclass(frozen=True)
@@ -70,30 +70,45 @@ _COMPRESS_MIN = 512
 
 
 def send_page(page: Page, *, max_age: int, vary_accept: bool = False) -> bytes:
-    """Answer with ``page``: a 304 when the client has it, gzip when welcome."""
-    response = bottle.response
+    """Answer with ``page`` through Bottle: see :func:`page_answer`."""
+    request, response = bottle.request, bottle.response
+    status, headers, body = page_answer(
+        page,
+        request.environ,
+        max_age=max_age,
+        vary_accept=vary_accept,
+    )
+    response.status = status
+    for name, value in headers:
+        response.set_header(name, value)
+    return body
+
+
+def page_answer(
+    page: Page, environ: dict, *, max_age: int, vary_accept: bool = False
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body answering ``page`` to the request in
+    ``environ``: a 304 when the client has it, gzip when welcome."""
     compress = len(page.body) >= _COMPRESS_MIN and _accepts_gzip(
-        bottle.request.get_header("Accept-Encoding")
+        environ.get("HTTP_ACCEPT_ENCODING")
     )
     # The gzipped bytes are another representation, with their own tag.
     etag = page.etag[:-1] + '-gz"' if compress else page.etag
-    response.set_header("ETag", etag)
-    response.set_header("Cache-Control", f"max-age={max_age}, public")
-    vary = ["Accept-Encoding"]
-    if vary_accept:
-        vary.insert(0, "Accept")
-    response.set_header("Vary", ", ".join(vary))
-    if _matches(bottle.request.get_header("If-None-Match"), etag):
-        response.status = 304
-        return b""
-    response.content_type = page.content_type
-    body = page.body
+    headers = [
+        ("ETag", etag),
+        ("Cache-Control", f"max-age={max_age}, public"),
+        ("Vary", "Accept, Accept-Encoding" if vary_accept else "Accept-Encoding"),
+    ]
+    if _matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+        return 304, headers, b""
+    body = page.gzipped if compress else page.body
+    headers.append(("Content-Type", page.content_type))
     if compress:
-        body = page.gzipped
-        response.set_header("Content-Encoding", "gzip")
-    if bottle.request.method == "HEAD":
-        response.set_header("Content-Length", str(len(body)))
-    return body
+        headers.append(("Content-Encoding", "gzip"))
+    headers.append(("Content-Length", str(len(body))))
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        body = b""
+    return 200, headers, body
 
 
 def base_url(explicit: str | None) -> str:

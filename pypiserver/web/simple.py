@@ -16,7 +16,7 @@ from .responses import Page, plain_error, redirect, send_page
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["install"]
+__all__ = ["install", "install_short_forms", "list_page", "project_page"]
 
 
 def install(app: bottle.Bottle, ctx: "Context") -> None:
@@ -31,10 +31,7 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         media = _negotiate()
         if media is None:
             return _not_acceptable()
-        catalogue = ctx.catalogue
-        names = catalogue.names()
-        page = ctx.pages.get(("list", media), catalogue.generation, lambda: _page(media, names, None))
-        return send_page(page, max_age=max_age, vary_accept=True)
+        return send_page(list_page(ctx, media), max_age=max_age, vary_accept=True)
 
     @app.get("/simple/<name>", action="list")
     def project_slash(name: str) -> bottle.HTTPResponse:
@@ -68,19 +65,39 @@ def install_short_forms(app: bottle.Bottle, ctx: "Context") -> None:
         return redirect(f"{ctx.base_url()}/simple/{normalize_name(name)}/")
 
 
-def _project_answer(ctx: "Context", name: str, prefix: str) -> bytes | bottle.HTTPResponse:
-    """The page of project ``name``, linking to files through ``prefix``."""
-    media = _negotiate()
-    if media is None:
-        return _not_acceptable()
+def list_page(ctx: "Context", media: str) -> Page:
+    """The project list in ``media``, rendered once per catalogue change."""
+    catalogue = ctx.catalogue
+    catalogue.sync()
+    # The generation before the names: a change between the two then only
+    # makes the page rebuilt once more, never kept stale.
+    generation = catalogue.generation
+    names = catalogue.names()
+    return ctx.pages.get(("list", media), generation, lambda: _page(media, names, None))
+
+
+def project_page(
+    ctx: "Context", name: str, media: str, prefix: str = render.PACKAGES_PREFIX
+) -> Page | None:
+    """The page of the project normalised as ``name`` in ``media``, linking
+    to files through ``prefix``; None for a project not in the index."""
     project = ctx.catalogue.project(name)
     if project is None:
-        return _unknown(ctx, name)
-    page = ctx.pages.get(
+        return None
+    return ctx.pages.get(
         ("project", name, media, prefix),
         project.revision,
         lambda: _page(media, project, ctx.config.hash_algo, prefix),
     )
+
+
+def _project_answer(ctx: "Context", name: str, prefix: str) -> bytes | bottle.HTTPResponse:
+    media = _negotiate()
+    if media is None:
+        return _not_acceptable()
+    page = project_page(ctx, name, media, prefix)
+    if page is None:
+        return _unknown(ctx, name)
     return send_page(page, max_age=ctx.config.index_max_age, vary_accept=True)
 
 
