@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, NewType
 
 from packaging.utils import (
@@ -178,6 +179,9 @@ def _is_version(text: str) -> bool:
     return True
 
 
+# Sorting a project's files parses each version; a project's files share a
+# few versions, and the same strings come back on every rebuild.
+@lru_cache(maxsize=4096)
 def _version_or_zero(text: str) -> Version:
     try:
         return Version(text)

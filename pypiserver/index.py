@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -84,7 +84,9 @@ class IndexedFile:
 
     @property
     def upload_time(self) -> datetime:
-        return datetime.fromtimestamp(self.facts.mtime_ns / 1e9, tz=timezone.utc)
+        # Integer arithmetic: a float of nanoseconds can be off by a microsecond.
+        seconds, nanoseconds = divmod(self.facts.mtime_ns, 1_000_000_000)
+        return _EPOCH + timedelta(seconds=seconds, microseconds=nanoseconds // 1000)
 
     @property
     def has_metadata(self) -> bool:
@@ -126,6 +128,9 @@ class Project:
         candidates = [f for f in self.files if f.yanked is None] or list(self.files)
         stable = [f for f in candidates if not _version(f.dist.version).is_prerelease]
         return max(stable or candidates, key=lambda f: f.dist.sort_key).dist.version
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def normalize_version(version: str) -> str:
@@ -201,7 +206,9 @@ class Catalogue:
         self._yanked_releases: dict[tuple[str, str], str] = {}
         self._yanked_files: dict[tuple[str, str], str] = {}
         self._yank_rows: frozenset = frozenset()
+        self._yanked_projects: frozenset[str] = frozenset()
         self._journal_offset = 0
+        self._change_count = 0
         #: Bumped on every change: keys the project-list page cache.
         self.generation = 0
 
@@ -280,6 +287,7 @@ class Catalogue:
                 known.update(self._read_all(unread))
         with self._write_lock:
             self._journal_offset = self.state.journal_size()
+            self._change_count = -1  # the first request replays any later lines
             for stored in found:
                 self._learn(stored, known.get(stored.location), [])
             self._load_yanks()
@@ -316,9 +324,13 @@ class Catalogue:
         if self.rescan_on_read:
             self.rescan()
             return
-        if self.state.journal_size() == self._journal_offset:
+        count = self.state.change_count()
+        if count == self._change_count:
             return
         with self._write_lock:
+            # Noted before the journal is read: a change recorded meanwhile
+            # moves the count again, and the next request replays it.
+            self._change_count = count
             changes, self._journal_offset = self.state.changes_since(self._journal_offset)
             self._apply(changes)
 
@@ -333,6 +345,7 @@ class Catalogue:
             for relpath in itertools.chain(vanished, changed):
                 self.refresh(relpath)
             self._journal_offset = self.state.journal_size()
+            self._change_count = -1  # as in load()
             self._load_yanks()
 
     def refresh(self, relpath: str) -> None:
@@ -504,10 +517,11 @@ class Catalogue:
         return Project(name, self._display_name(name), tuple(files), next(self._revisions))
 
     def _yank_reason(self, name: str, dist: Distribution) -> str | None:
-        version = normalize_version(dist.version)
+        if name not in self._yanked_projects:
+            return None  # the common case, without parsing the version
         reason = self._yanked_files.get((name, dist.filename))
         if reason is None:
-            reason = self._yanked_releases.get((name, version))
+            reason = self._yanked_releases.get((name, normalize_version(dist.version)))
         return reason
 
     def _load_yanks(self) -> None:
@@ -523,6 +537,7 @@ class Catalogue:
                 releases[(yank.project, yank.version)] = yank.reason
         touched = {y.project for y in rows ^ self._yank_rows}
         self._yanked_releases, self._yanked_files, self._yank_rows = releases, files, rows
+        self._yanked_projects = frozenset(y.project for y in rows)
         self._invalidate([p for p in touched if p in self._by_project])  # type: ignore[misc]
 
 def _parse(filename: str) -> Distribution | None:

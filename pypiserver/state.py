@@ -6,22 +6,26 @@ Three things live in the state directory (a dot-directory, never served):
   core metadata), keyed by path, size and modification time so a changed file
   is read again; and the yank state of releases and files.
 * ``changes.log`` — an append-only journal of the writes this server made
-  (uploads, removals, yanks).  Every worker process checks its size on each
-  request, which costs one ``stat``, and replays what it has not seen: an
-  upload acknowledged by one worker is listed by all on the next request.
+  (uploads, removals, yanks), and ``changes.count``, eight bytes counting
+  them.  Every worker process maps the counter into memory and reads it on
+  each request, which costs no system call; when it has moved, the worker
+  replays the journal lines it has not seen.  So an upload acknowledged by
+  one worker is listed by all on the next request.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import sqlite3
+import struct
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Iterator, Mapping
+from typing import Callable, Collection, ContextManager, Iterable, Iterator, Mapping
 
 from .distributions import Distribution
 
@@ -151,6 +155,7 @@ class StateStore:
         directory.mkdir(parents=True, exist_ok=True)
         self.journal = directory / "changes.log"
         self.journal.touch(exist_ok=True)
+        self._counter = _map_counter(directory / "changes.count")
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             directory / "state.sqlite3", check_same_thread=False, timeout=30
@@ -166,14 +171,18 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._counter.close()
 
     # -- file facts ----------------------------------------------------------
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self) -> ContextManager[None]:
         """Hold the state directory's lock, shared by every process using it:
         only one of several starting workers reads the new files."""
-        with open(self.directory / "lock", "a+b") as handle:
+        return self._locked("lock")
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        with open(self.directory / name, "a+b") as handle:
             if fcntl is not None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
@@ -268,6 +277,10 @@ class StateStore:
         except OSError:
             return 0
 
+    def change_count(self) -> int:
+        """How many changes were ever recorded: read from shared memory."""
+        return _COUNT.unpack_from(self._counter)[0]
+
     def record(self, change: Change) -> None:
         line = f"{change.kind}\t{change.subject}\n".encode("utf-8")
         # O_APPEND makes each small write land whole at the end, even when
@@ -277,6 +290,10 @@ class StateStore:
             os.write(fd, line)
         finally:
             os.close(fd)
+        # Counted after it is in the journal: a reader that sees the new
+        # count finds the line.  The lock keeps two writers' increments.
+        with self._locked("changes.lock"):
+            _COUNT.pack_into(self._counter, 0, self.change_count() + 1)
 
     def changes_since(self, offset: int) -> tuple[list[Change], int]:
         """The changes recorded after byte ``offset``, and the new offset."""
@@ -288,6 +305,17 @@ class StateStore:
 
 
 _BASE_DIGESTS = ("sha256", "md5", "blake2b_256")
+_COUNT = struct.Struct("<Q")
+
+
+def _map_counter(path: Path) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < _COUNT.size:
+            os.ftruncate(fd, _COUNT.size)  # zeros: no change recorded yet
+        return mmap.mmap(fd, _COUNT.size)
+    finally:
+        os.close(fd)
 
 
 def _same(text: str, default: str) -> str:

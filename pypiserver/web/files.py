@@ -100,50 +100,82 @@ def file_answer(
     catalogue's entry for it, whose sha256 digest is the ETag (the same from
     every worker process and every host).  Raises OSError when the file
     cannot be opened."""
-    handle = open(stored.location, "rb")
+    # A raw descriptor: fewer objects and system calls than open() for the
+    # small files most downloads are.
+    fd = os.open(stored.location, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
-        stat = os.fstat(handle.fileno())
-        size = stat.st_size
-        headers = [
-            ("Content-Type", _mimetype(stored.filename)),
-            ("Accept-Ranges", "bytes"),
-            ("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
-            *extra_headers,
-        ]
-        etag = None
-        # A digest read before the file last changed would be a wrong tag.
-        if file is not None and (file.facts.size, file.facts.mtime_ns) == (size, stat.st_mtime_ns):
-            etag = f'"{file.facts.digests["sha256"]}"'
-            headers.append(("ETag", etag))
-        if _not_modified(environ, etag, int(stat.st_mtime)):
-            handle.close()
-            return 304, [h for h in headers if h[0] != "Content-Type"], []
-        status, start, end = 200, 0, size
-        wanted = _byte_range(environ.get("HTTP_RANGE"), size)
-        if wanted == "unsatisfiable":
-            handle.close()
-            message = f"Range not satisfiable: the file has {size} bytes.\n".encode()
-            return 416, [
-                ("Content-Range", f"bytes */{size}"),
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(message))),
-            ], [message]
-        if wanted is not None:
-            status, (start, end) = 206, wanted
-            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
-        headers.append(("Content-Length", str(end - start)))
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            handle.close()
-            return status, headers, []
-        if end - start <= SMALL_FILE:
-            handle.seek(start)
-            data = handle.read(end - start)
-            handle.close()
-            return status, headers, [data]
-        return status, headers, _Chunks(handle, start, end)
+        return _answer(fd, stored, file, environ, extra_headers)
     except BaseException:
-        handle.close()
+        os.close(fd)
         raise
+
+
+def _answer(
+    fd: int,
+    stored: StoredFile,
+    file: IndexedFile | None,
+    environ: dict,
+    extra_headers: list[tuple[str, str]],
+) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+    """:func:`file_answer` for an open descriptor, which it closes or hands
+    to the returned body."""
+    stat = os.fstat(fd)
+    size = stat.st_size
+    headers = [
+        ("Content-Type", _mimetype(stored.filename)),
+        ("Accept-Ranges", "bytes"),
+        ("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True)),
+        *extra_headers,
+    ]
+    etag = None
+    # A digest read before the file last changed would be a wrong tag.
+    if file is not None and (file.facts.size, file.facts.mtime_ns) == (size, stat.st_mtime_ns):
+        etag = f'"{file.facts.digests["sha256"]}"'
+        headers.append(("ETag", etag))
+    if _not_modified(environ, etag, int(stat.st_mtime)):
+        os.close(fd)
+        return 304, [h for h in headers if h[0] != "Content-Type"], []
+    status, start, end = 200, 0, size
+    wanted = _byte_range(environ.get("HTTP_RANGE"), size)
+    if wanted == "unsatisfiable":
+        os.close(fd)
+        message = f"Range not satisfiable: the file has {size} bytes.\n".encode()
+        return 416, [
+            ("Content-Range", f"bytes */{size}"),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(message))),
+        ], [message]
+    if wanted is not None:
+        status, (start, end) = 206, wanted
+        headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
+    headers.append(("Content-Length", str(end - start)))
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        os.close(fd)
+        return status, headers, []
+    if end - start <= SMALL_FILE:
+        data = _read_exactly(fd, start, end - start)
+        os.close(fd)
+        return status, headers, [data]
+    return status, headers, _Chunks(os.fdopen(fd, "rb"), start, end)
+
+
+def _read_exactly(fd: int, offset: int, length: int) -> bytes:
+    parts = []
+    while length > 0:
+        chunk = _pread(fd, length, offset)
+        if not chunk:  # cut short since fstat: send what there is
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):  # one system call instead of two
+        return os.pread(fd, length, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, length)
 
 
 class _Chunks:

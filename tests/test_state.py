@@ -1,0 +1,79 @@
+"""The state store: the digest cache, the change journal and its counter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pypiserver.distributions import parse_filename
+from pypiserver.state import Change, Digests, FileFacts, StateStore
+
+WHEEL = "foo_bar-1.0-py3-none-any.whl"
+ALL_DIGESTS = {"sha256": "a" * 64, "md5": "b" * 32, "blake2b_256": "c" * 64, "sha512": "d" * 128}
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = StateStore(tmp_path / "state")
+    yield opened
+    opened.close()
+
+
+def _facts() -> FileFacts:
+    return FileFacts(
+        size=10, mtime_ns=123, digests=dict(ALL_DIGESTS), summary="S",
+        metadata_name="Foo-Bar", dist=parse_filename(WHEEL),
+    )  # fmt: skip
+
+
+def test_facts_keep_only_the_digests_asked_for_and_the_rest_stay_on_disk(store):
+    store.save_facts("/p/" + WHEEL, _facts(), b"Metadata-Version: 2.1\n")
+
+    kept = store.all_facts(("sha256", "sha512"))["/p/" + WHEEL]
+    assert dict(kept.digests) == {"sha256": "a" * 64, "sha512": "d" * 128}
+    assert dict(store.facts("/p/" + WHEEL).digests) == {"sha256": "a" * 64}
+    assert store.digests("/p/" + WHEEL) == ALL_DIGESTS
+    assert store.digests("/p/missing.whl") == {}
+    assert (kept.dist, kept.metadata_name, kept.summary) == (parse_filename(WHEEL), "Foo-Bar", "S")
+
+
+def test_digests_is_a_read_only_mapping():
+    digests = Digests([("md5", "m"), ("sha256", "s")])
+    assert digests["sha256"] == "s" and digests.get("md5") == "m"
+    assert "sha512" not in digests and digests.get("sha512") is None
+    assert list(digests) == ["sha256", "md5"] and len(digests) == 2
+    assert digests == {"sha256": "s", "md5": "m"}
+    with pytest.raises(KeyError):
+        digests["sha512"]
+    with pytest.raises(ValueError):
+        Digests([("md5", "m")])
+
+
+def test_a_change_recorded_by_another_process_moves_the_shared_count(store, tmp_path):
+    before = store.change_count()
+    script = (
+        "import sys; from pathlib import Path; from pypiserver.state import Change, StateStore\n"
+        "other = StateStore(Path(sys.argv[1]))\n"
+        "for i in range(3): other.record(Change('file', f'x{i}.whl'))\n"
+        "other.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(store.directory)], check=True)
+
+    assert store.change_count() == before + 3
+    changes, offset = store.changes_since(0)
+    assert [c.subject for c in changes] == ["x0.whl", "x1.whl", "x2.whl"]
+    assert store.changes_since(offset) == ([], offset)
+
+
+def test_records_from_two_stores_are_all_counted(tmp_path):
+    first, second = StateStore(tmp_path / "s"), StateStore(tmp_path / "s")
+    try:
+        for i in range(5):
+            first.record(Change("file", f"a{i}"))
+            second.record(Change("yank", "*"))
+        assert first.change_count() == second.change_count() == 10
+    finally:
+        first.close()
+        second.close()
