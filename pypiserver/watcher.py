@@ -15,7 +15,18 @@ import queue
 import threading
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from .index import Catalogue
@@ -28,6 +39,13 @@ log = logging.getLogger(__name__)
 #: How long to wait for more events before acting on a burst.
 SETTLE_SECONDS = 0.05
 _RESCAN = "\0rescan"
+#: What changes the catalogue.  Not opens and reads (every download is one:
+#: at thousands a second, their events alone would keep a core busy), nor a
+#: directory's "modified" (every file added is one, and each would rescan).
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent,
+    DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
+]  # fmt: skip
 
 
 class Watcher(FileSystemEventHandler):
@@ -40,7 +58,7 @@ class Watcher(FileSystemEventHandler):
 
     def start(self) -> None:
         for root in self._roots:
-            self._observer.schedule(self, str(root), recursive=True)
+            self._observer.schedule(self, str(root), recursive=True, event_filter=_EVENTS)
         self._observer.daemon = True
         self._observer.start()
         self._worker.start()
@@ -53,8 +71,10 @@ class Watcher(FileSystemEventHandler):
 
     # watchdog calls this for every event, on its thread.
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
+        if event.event_type in ("opened", "closed_no_write") or (
+            event.is_directory and event.event_type == "modified"
+        ):
+            return  # filtered out already where the platform allows
         paths = [event.src_path]
         if getattr(event, "dest_path", ""):
             paths.append(event.dest_path)
