@@ -275,9 +275,9 @@ class Catalogue:
     def load(self) -> None:
         """Build the catalogue from the storage, reading only unknown files."""
         started = time.monotonic()
-        found = list(self.storage.scan())
+        found = [(s, s.location) for s in self.storage.scan()]
         known = self.state.all_facts(self._kept_digests)
-        unread = [s for s in found if not self._knows(known.get(s.location), s)]
+        unread = [s for s, where in found if not self._knows(known.get(where), s)]
         if unread:
             # Several worker processes may start at once over one tree: the
             # first reads the new files, the others then find them known.
@@ -288,8 +288,8 @@ class Catalogue:
         with self._write_lock:
             self._journal_offset = self.state.journal_size()
             self._change_count = -1  # the first request replays any later lines
-            for stored in found:
-                self._learn(stored, known.get(stored.location), [])
+            for stored, where in found:
+                self._learn(stored, known.get(where), [])
             self._load_yanks()
             self._invalidate(list(self._by_project))
         log.info(

@@ -92,6 +92,12 @@ class Digests(Mapping[str, str]):
         self.sha256: str = sha256
         self._more = tuple(more)  # usually the shared empty tuple
 
+    @classmethod
+    def of(cls, sha256: str, more: list[tuple[str, str]]) -> Digests:
+        digests = cls.__new__(cls)
+        digests.sha256, digests._more = sha256, tuple(more)
+        return digests
+
     def __getitem__(self, name: str) -> str:
         if name == "sha256":
             return self.sha256
@@ -328,17 +334,25 @@ _FACT_COLUMNS = (
 
 def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str] = _same) -> FileFacts:
     size, mtime_ns, sha256, md5, blake2b, other, requires_python, summary, metadata_sha256, name = row[:10]
-    pairs = [("sha256", sha256), ("md5", md5), ("blake2b_256", blake2b)]
+    more = [("md5", md5), ("blake2b_256", blake2b)]
     if other:
-        pairs.extend(json.loads(other).items())
-    digests = Digests((k, v) for k, v in pairs if k == "sha256" or k in keep)
-    filename = row[10]  # unique to its row: nothing to share
-    texts = (requires_python, summary, name, *row[11:])
-    requires_python, summary, name, *dist = (t if t is None else share(t, t) for t in texts)
+        more.extend(json.loads(other).items())
+    digests = Digests.of(sha256, [(k, v) for k, v in more if k in keep])
+    # Loops written out: this runs for every file at every start.
+    dist_name, project, version, kind, python_version = row[11:]
+    dist = Distribution(
+        row[10],  # the filename, unique to its row: nothing to share
+        share(dist_name, dist_name), share(project, project), share(version, version),
+        share(kind, kind), share(python_version, python_version),
+    )  # fmt: skip
     return FileFacts(
-        size, mtime_ns, digests, requires_python, summary, metadata_sha256, name,
-        Distribution(filename, *dist),
-    )
+        size, mtime_ns, digests,
+        requires_python and share(requires_python, requires_python),
+        summary and share(summary, summary),
+        metadata_sha256,
+        name and share(name, name),
+        dist,
+    )  # fmt: skip
 
 
 def _row(path: str, facts: FileFacts, metadata: bytes | None) -> tuple:
