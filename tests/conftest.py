@@ -23,6 +23,9 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
+import webtest
+
+import pypiserver
 
 # A server that is not up after this long is broken, not slow.
 STARTUP_TIMEOUT = 20.0
@@ -104,7 +107,7 @@ def http_get(
 # --- the server subprocess ---------------------------------------------------
 
 
-def server_command(port: int, args: Sequence[str]) -> list[str]:
+def server_command(port: int | str, args: Sequence[str]) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -346,3 +349,24 @@ def packages_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "packages"
     directory.mkdir()
     return directory
+
+
+# --- the application in-process ------------------------------------------------
+
+
+@pytest.fixture
+def wsgi_app(tmp_path: Path) -> Iterator[Callable[..., webtest.TestApp]]:
+    """``pypiserver.app(**config)`` under webtest.  Each application gets a
+    state directory of its own unless the config names one, and its watcher
+    and state store are closed after the test."""
+    contexts = []
+
+    def factory(**config: object) -> webtest.TestApp:
+        config.setdefault("state_dir", str(tmp_path / f"state{len(contexts)}"))
+        app = pypiserver.app(**config)
+        contexts.append(app.config["pypiserver.context"])
+        return webtest.TestApp(app)
+
+    yield factory
+    for context in contexts:
+        context.close()

@@ -28,6 +28,7 @@ from conftest import (
     free_port,
     http_get,
     run_client,
+    server_command,
     start_server,
     tool,
 )
@@ -252,21 +253,17 @@ def test_uv_pip_install_into_uv_venv(server, tmp_path):
 
 
 def test_uv_pip_compile_pins_from_index(server, tmp_path):
+    assert _uv_compile_pins(server, tmp_path, "demo-app") == [("demo-app", "1.0"), ("demo-lib", "1.1")]
+
+
+def _uv_compile_pins(server: Server, tmp_path: Path, requirement: str) -> list[tuple[str, str]]:
+    """(name, version) of each pin ``uv pip compile`` writes for ``requirement``."""
     requirements = tmp_path / "requirements.in"
-    requirements.write_text("demo-app\n")
+    requirements.write_text(requirement + "\n")
     result = succeeded(
-        uv(
-            server,
-            "pip",
-            "compile",
-            str(requirements),
-            "--no-header",
-            "--python",
-            sys.executable,
-        )
+        uv(server, "pip", "compile", str(requirements), "--no-header", "--python", sys.executable)
     )
-    pins = re.findall(r"^([a-z0-9-]+)==(\S+)", result.stdout, re.MULTILINE)
-    assert pins == [("demo-app", "1.0"), ("demo-lib", "1.1")]
+    return re.findall(r"^([a-z0-9-]+)==(\S+)", result.stdout, re.MULTILINE)
 
 
 def _pip_target(server: Server, tmp_path: Path) -> dict[str, str]:
@@ -293,25 +290,8 @@ def _uv_target(server: Server, tmp_path: Path) -> dict[str, str]:
 
 
 def _uv_compile(server: Server, tmp_path: Path) -> dict[str, str]:
-    requirements = tmp_path / "requirements.in"
-    requirements.write_text("future-proof\n")
-    result = succeeded(
-        uv(
-            server,
-            "pip",
-            "compile",
-            str(requirements),
-            "--no-header",
-            "--python",
-            sys.executable,
-        )
-    )
-    return {
-        name.replace("-", "_"): version
-        for name, version in re.findall(
-            r"^([a-z0-9-]+)==(\S+)", result.stdout, re.MULTILINE
-        )
-    }
+    pins = _uv_compile_pins(server, tmp_path, "future-proof")
+    return {name.replace("-", "_"): version for name, version in pins}
 
 
 @pytest.mark.parametrize(
@@ -672,17 +652,7 @@ def test_gunicorn_workers_all_see_a_new_file(server_factory, packages_dir, tmp_p
 
 
 def _pypiserver_run(packages: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pypiserver",
-        "run",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        "{port}",
-        str(packages),
-    ]
+    return server_command("{port}", [str(packages)])
 
 
 def _gunicorn(packages: Path) -> list[str]:

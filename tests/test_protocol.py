@@ -94,19 +94,14 @@ def root(tmp_path) -> Path:
 
 
 @pytest.fixture
-def make_app(tmp_path):
-    contexts = []
-
+def make_app(wsgi_app, tmp_path):
     def factory(root: Path, **config) -> webtest.TestApp:
         config.setdefault("root", str(root))
+        # One state directory for the test: a later app sees earlier yanks.
         config.setdefault("state_dir", str(tmp_path / "state"))
-        app = pypiserver.app(**config)
-        contexts.append(app.config["pypiserver.context"])
-        return webtest.TestApp(app)
+        return wsgi_app(**config)
 
-    yield factory
-    for context in contexts:
-        context.close()
+    return factory
 
 
 @pytest.fixture

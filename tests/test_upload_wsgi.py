@@ -16,7 +16,6 @@ import webtest
 from packaging.utils import canonicalize_name as normalize
 from passlib.apache import HtpasswdFile
 
-import pypiserver
 from dists import make_sdist, make_wheel
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
@@ -33,23 +32,16 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, root: Path):
-    """Build TestApps over ``root``; every context is closed afterwards."""
-    contexts = []
+def make_app(wsgi_app, root: Path):
+    """Open TestApps over ``root``: anyone may upload."""
 
     def factory(**config) -> webtest.TestApp:
         config.setdefault("root", str(root))
         config.setdefault("authenticate", [])
         config.setdefault("password_file", ".")
-        # Outside the package directory, so its listing shows only uploads.
-        config.setdefault("state_dir", str(tmp_path / f"state{len(contexts)}"))
-        app = pypiserver.app(**config)
-        contexts.append(app.config["pypiserver.context"])
-        return webtest.TestApp(app)
+        return wsgi_app(**config)
 
-    yield factory
-    for context in contexts:
-        context.close()
+    return factory
 
 
 @pytest.fixture

@@ -20,19 +20,12 @@ JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
 
 @pytest.fixture
-def make_app(tmp_path):
-    contexts = []
-
+def make_app(wsgi_app, tmp_path):
     def factory(root: Path | None = None, **config) -> webtest.TestApp:
         config.setdefault("root", str(root or tmp_path / "packages"))
-        config.setdefault("state_dir", str(tmp_path / f"state{len(contexts)}"))
-        app = pypiserver.app(**config)
-        contexts.append(app.config["pypiserver.context"])
-        return webtest.TestApp(app)
+        return wsgi_app(**config)
 
-    yield factory
-    for context in contexts:
-        context.close()
+    return factory
 
 
 @pytest.fixture
