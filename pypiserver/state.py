@@ -1,6 +1,6 @@
 """What the server remembers between requests, restarts and processes.
 
-Three things live in the state directory (a dot-directory, never served):
+The state directory (a dot-directory, never served) holds:
 
 * ``state.sqlite3`` — per file, what was learnt by reading it once (digests,
   core metadata), keyed by path, size and modification time so a changed file
@@ -11,6 +11,9 @@ Three things live in the state directory (a dot-directory, never served):
   each request, which costs no system call; when it has moved, the worker
   replays the journal lines it has not seen.  So an upload acknowledged by
   one worker is listed by all on the next request.
+* ``lock`` and ``changes.lock`` — empty files for advisory locks: of several
+  workers starting at once, one reads the new files while the others wait;
+  and two processes never lose each other's increment of the count.
 """
 
 from __future__ import annotations
