@@ -437,7 +437,10 @@ class Catalogue:
             self._signatures[stored.relpath] = stored
             return {_project_of(stored.relpath[: -len(SIGNATURE_SUFFIX)])} - {None}  # type: ignore[return-value]
         facts = cached
-        dist = facts.dist if facts is not None and facts.dist is not None and facts.dist.filename == stored.filename else _parse(stored.filename)
+        # The cached parse of the name, unless the cache describes another file.
+        dist = facts.dist if facts is not None else None
+        if dist is None or dist.filename != stored.filename:
+            dist = _parse(stored.filename)
         if dist is None:
             return set()
         if not self._knows(facts, stored):
