@@ -56,11 +56,15 @@ def serve(config: Config, argv: list[str]) -> None:
     if server == "waitress":
         import waitress
 
+        # waitress refuses bodies over 1 GiB by default; the application
+        # applies --max-upload-size itself, with a clear message.
+        limit = _UNLIMITED if config.max_upload_size is None else config.max_upload_size + _FORM_OVERHEAD
         waitress.serve(
-            app, host=config.host, port=config.port, threads=config.threads or _DEFAULT_THREADS,
-            # waitress refuses bodies over 1 GiB by default; the application
-            # applies --max-upload-size itself, with a clear message.
-            max_request_body_size=_UNLIMITED if config.max_upload_size is None else config.max_upload_size + _FORM_OVERHEAD,
+            app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads or _DEFAULT_THREADS,
+            max_request_body_size=limit,
             _quiet=True,
         )
     elif server == "wsgiref":
