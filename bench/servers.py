@@ -181,41 +181,18 @@ def _ours_executable() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pypiserver"]
 
 
+#: Both pypiservers run alike: listening on loopback, no fallback, open.
+def _run_args(port: int) -> list[str]:
+    return ["run", "-i", HOST, "-p", str(port), "--disable-fallback", "-a", ".", "-P", "."]
+
+
 def ours_spec(packages: Path, port: int, extra: list[str] | None = None) -> ServerSpec:
-    argv = [
-        *_ours_executable(),
-        "run",
-        "-i",
-        HOST,
-        "-p",
-        str(port),
-        "--disable-fallback",
-        "-a",
-        ".",
-        "-P",
-        ".",
-        *(extra or []),
-        str(packages),
-    ]
+    argv = [*_ours_executable(), *_run_args(port), *(extra or []), str(packages)]
     return ServerSpec("ours", argv, port)
 
 
 def upstream_spec(executable: Path, packages: Path, port: int) -> ServerSpec:
-    argv = [
-        str(executable),
-        "run",
-        "-p",
-        str(port),
-        "-i",
-        HOST,
-        "--disable-fallback",
-        "-a",
-        ".",
-        "-P",
-        ".",
-        str(packages),
-    ]
-    return ServerSpec("upstream", argv, port)
+    return ServerSpec("upstream", [str(executable), *_run_args(port), str(packages)], port)
 
 
 def install_upstream(venv: Path, timeout: float = 300) -> Path:

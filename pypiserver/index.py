@@ -263,9 +263,14 @@ class Catalogue:
             return None
         return self.state.metadata(file.stored.location)
 
-    def all_digests(self, file: IndexedFile) -> dict[str, str]:
-        """Every digest known for ``file``, including those not kept in memory."""
-        return self.state.digests(file.stored.location) or dict(file.facts.digests)
+    def all_digests(self, files: Iterable[IndexedFile]) -> dict[str, dict[str, str]]:
+        """Every digest known for each of ``files`` (by relpath), including
+        those not kept in memory."""
+        files = list(files)
+        stored = self.state.digests([f.stored.location for f in files])
+        return {
+            f.relpath: stored.get(f.stored.location) or dict(f.facts.digests) for f in files
+        }
 
     def __len__(self) -> int:
         return len(self._by_project)
@@ -304,13 +309,11 @@ class Catalogue:
             dist = _parse(stored.filename)
             if dist is None:
                 continue
-            try:
-                facts, raw = read_facts(stored.location, dist, self.hash_algo)
-            except OSError as exc:
-                log.warning("cannot read %s: %s", stored.path, exc)
+            read = self._read(stored, dist)
+            if read is None:
                 continue
-            batch.append((stored.location, facts, raw))
-            learnt[stored.location] = self._trim(facts)
+            batch.append(read)
+            learnt[stored.location] = self._trim(read[1])
             if count % _PROGRESS_EVERY == 0:
                 self.state.save_many_facts(batch)
                 batch.clear()
@@ -412,6 +415,18 @@ class Catalogue:
         entry = self._files.get(stored.relpath)
         return entry is None or not self._knows(entry[2], stored)
 
+    def _read(
+        self, stored: StoredFile, dist: Distribution
+    ) -> tuple[str, FileFacts, bytes | None] | None:
+        """(cache key, facts, core metadata) of a file read now; None if it
+        cannot be read."""
+        try:
+            facts, raw = read_facts(stored.location, dist, self.hash_algo)
+        except OSError as exc:
+            log.warning("cannot read %s: %s", stored.path, exc)
+            return None
+        return stored.location, facts, raw
+
     def _trim(self, facts: FileFacts) -> FileFacts:
         kept = Digests((k, v) for k, v in facts.digests.items() if k in self._kept_digests)
         return dataclasses.replace(facts, digests=kept)
@@ -444,13 +459,11 @@ class Catalogue:
         if dist is None:
             return set()
         if not self._knows(facts, stored):
-            try:
-                facts, raw = read_facts(stored.location, dist, self.hash_algo)
-            except OSError as exc:
-                log.warning("cannot read %s: %s", stored.path, exc)
+            read = self._read(stored, dist)
+            if read is None:
                 return set()
-            fresh.append((stored.location, facts, raw))
-            facts = self._trim(facts)
+            fresh.append(read)
+            facts = self._trim(read[1])
             # The file may have been written since it was listed; the facts
             # describe what was read.
             stored = StoredFile(stored.root, stored.relpath, facts.size, facts.mtime_ns)

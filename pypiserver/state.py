@@ -95,12 +95,6 @@ class Digests(Mapping[str, str]):
         self.sha256: str = sha256
         self._more = tuple(more)  # usually the shared empty tuple
 
-    @classmethod
-    def of(cls, sha256: str, more: list[tuple[str, str]]) -> Digests:
-        digests = cls.__new__(cls)
-        digests.sha256, digests._more = sha256, tuple(more)
-        return digests
-
     def __getitem__(self, name: str) -> str:
         if name == "sha256":
             return self.sha256
@@ -217,19 +211,24 @@ class StateStore:
             row = self._db.execute(
                 f"SELECT {_FACT_COLUMNS} FROM files WHERE path = ?", (path,)
             ).fetchone()
-        return _facts(row, digests) if row else None
+        return _facts(row, digests, {}.setdefault) if row else None
 
-    def digests(self, path: str) -> dict[str, str]:
-        """Every digest stored for the file at ``path`` (the JSON API shows
-        md5 and blake2b_256, which the catalogue does not keep in memory)."""
+    def digests(self, paths: list[str]) -> dict[str, dict[str, str]]:
+        """Every digest stored for each of ``paths`` (the JSON API shows md5
+        and blake2b_256, which the catalogue does not keep in memory)."""
+        found: dict[str, dict[str, str]] = {}
         with self._lock:
-            row = self._db.execute(
-                "SELECT sha256, md5, blake2b_256, other_digests FROM files WHERE path = ?", (path,)
-            ).fetchone()
-        if row is None:
-            return {}
-        found = dict(zip(_BASE_DIGESTS, row[:3]))
-        found.update(json.loads(row[3]) if row[3] else {})
+            # In slices: SQLite limits the parameters of one statement.
+            for start in range(0, len(paths), 500):
+                chunk = paths[start : start + 500]
+                rows = self._db.execute(
+                    "SELECT path, sha256, md5, blake2b_256, other_digests FROM files"
+                    f" WHERE path IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for path, *base, other in rows:
+                    found[path] = dict(zip(_BASE_DIGESTS, base))
+                    found[path].update(json.loads(other) if other else {})
         return found
 
     def save_facts(self, path: str, facts: FileFacts, metadata: bytes | None) -> None:
@@ -327,20 +326,20 @@ def _map_counter(path: Path) -> mmap.mmap:
         os.close(fd)
 
 
-def _same(text: str, default: str) -> str:
-    return text
 _FACT_COLUMNS = (
     "size, mtime_ns, sha256, md5, blake2b_256, other_digests, requires_python,"
     " summary, metadata_sha256, metadata_name, filename, name, project, version, kind, python_version"
 )
 
 
-def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str] = _same) -> FileFacts:
+def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str]) -> FileFacts:
+    """The facts of one cached row; ``share`` returns one string object for
+    equal strings (``dict.setdefault`` of a dict kept for the whole read)."""
     size, mtime_ns, sha256, md5, blake2b, other, requires_python, summary, metadata_sha256, name = row[:10]
     more = [("md5", md5), ("blake2b_256", blake2b)]
     if other:
         more.extend(json.loads(other).items())
-    digests = Digests.of(sha256, [(k, v) for k, v in more if k in keep])
+    digests = Digests([("sha256", sha256), *((k, v) for k, v in more if k in keep)])
     # Loops written out: this runs for every file at every start.
     dist_name, project, version, kind, python_version = row[11:]
     dist = Distribution(

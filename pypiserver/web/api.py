@@ -64,7 +64,7 @@ def _document(ctx: "Context", project: Project, version: str) -> bytes:
 
     def build() -> Page:
         metadata = _release_metadata(ctx, project.release(version))
-        digests = {f.relpath: ctx.catalogue.all_digests(f) for f in project.files}
+        digests = ctx.catalogue.all_digests(project.files)
         return Page(render.pypi_json(project, version, metadata, base, digests), "application/json")
 
     page = ctx.pages.get(("pypi", project.name, version, base), project.revision, build)
