@@ -9,9 +9,8 @@ are normalised with :mod:`packaging`, never by hand.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, NewType
+from typing import Literal, NamedTuple, NewType
 
 from packaging.utils import (
     InvalidWheelFilename,
@@ -59,8 +58,10 @@ def normalize_name(name: str) -> NormalizedName:
     return NormalizedName(canonicalize_name(name))
 
 
-@dataclass(frozen=True, slots=True)
-class Distribution:
+# NamedTuples here and for the other per-file records: the catalogue holds
+# 60,000 of each, and a tuple is built several times faster than a frozen
+# dataclass.
+class Distribution(NamedTuple):
     """A distribution file named by the grammar above."""
 
     filename: str

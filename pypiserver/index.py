@@ -13,13 +13,14 @@ it changes, so a reader sees either the old or the new one.
 
 from __future__ import annotations
 
-import dataclasses
+import gc
 import hashlib
 import itertools
 import logging
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -194,6 +195,7 @@ class Catalogue:
         # when the JSON API asks (60,000 files x two more hex strings is
         # real memory in every worker).
         self._kept_digests = frozenset({"sha256", hash_algo} - {None})
+        self._extra_digest = None if hash_algo in (None, "sha256") else hash_algo
         #: The ``simple-dir`` behaviour: look at the directories on every read.
         self.rescan_on_read = rescan_on_read
         self._write_lock = threading.RLock()
@@ -280,6 +282,14 @@ class Catalogue:
     def load(self) -> None:
         """Build the catalogue from the storage, reading only unknown files."""
         started = time.monotonic()
+        with _collector_paused():
+            unread = self._load()
+        log.info(
+            "catalogue of %d projects, %d files ready in %.2f s (%d files read)",
+            len(self._by_project), len(self._files), time.monotonic() - started, unread,
+        )
+
+    def _load(self) -> int:
         found = [(s, s.location) for s in self.storage.scan()]
         known = self.state.all_facts(self._kept_digests)
         unread = [s for s, where in found if not self._knows(known.get(where), s)]
@@ -297,10 +307,7 @@ class Catalogue:
                 self._learn(stored, known.get(where), [])
             self._load_yanks()
             self._invalidate(list(self._by_project))
-        log.info(
-            "catalogue of %d projects, %d files ready in %.2f s (%d files read)",
-            len(self._by_project), len(self._files), time.monotonic() - started, len(unread),
-        )
+        return len(unread)
 
     def _read_all(self, unread: list[StoredFile]) -> dict[str, FileFacts]:
         learnt: dict[str, FileFacts] = {}
@@ -429,16 +436,16 @@ class Catalogue:
 
     def _trim(self, facts: FileFacts) -> FileFacts:
         kept = Digests((k, v) for k, v in facts.digests.items() if k in self._kept_digests)
-        return dataclasses.replace(facts, digests=kept)
+        return facts._replace(digests=kept)
 
     def _knows(self, facts: FileFacts | None, stored: StoredFile) -> bool:
         """Whether ``facts`` still describe the stored file."""
-        if stored.relpath.endswith(SIGNATURE_SUFFIX):
-            return True
+        if facts is None:
+            return stored.relpath.endswith(SIGNATURE_SUFFIX)  # nothing to know
         return (
-            facts is not None
-            and (facts.size, facts.mtime_ns) == (stored.size, stored.mtime_ns)
-            and (not self.hash_algo or self.hash_algo in facts.digests)
+            facts.size == stored.size
+            and facts.mtime_ns == stored.mtime_ns
+            and (self._extra_digest is None or self._extra_digest in facts.digests)
         )
 
     def _learn(
@@ -464,12 +471,12 @@ class Catalogue:
                 return set()
             fresh.append(read)
             facts = self._trim(read[1])
-            # The file may have been written since it was listed; the facts
-            # describe what was read.
-            stored = StoredFile(stored.root, stored.relpath, facts.size, facts.mtime_ns)
-        if stored.relpath == dist.filename and stored.relpath is not dist.filename:
-            # One string for both: a top-level file's path is its name.
-            stored = StoredFile(stored.root, dist.filename, stored.size, stored.mtime_ns)
+        if stored.relpath is not dist.filename or stored.size is not facts.size:
+            # The file may have been written since it was listed: the facts
+            # describe what was read.  And one object for each value kept
+            # twice (a top-level file's path is its name), at 60,000 files.
+            relpath = dist.filename if stored.relpath == dist.filename else stored.relpath
+            stored = StoredFile(stored.root, relpath, facts.size, facts.mtime_ns)
         self._files[stored.relpath] = (dist, stored, facts)
         self._by_project.setdefault(dist.project, set()).add(stored.relpath)
         return {dist.project}
@@ -555,6 +562,20 @@ class Catalogue:
         self._yanked_releases, self._yanked_files, self._yank_rows = releases, files, rows
         self._yanked_projects = frozenset(y.project for y in rows)
         self._invalidate([p for p in touched if p in self._by_project])  # type: ignore[misc]
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Loading creates a few objects per file and frees almost none, so the
+    # cyclic garbage collector would walk the growing heap again and again
+    # for nothing: a fifth of the load time at 60,000 files.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
 
 def _parse(filename: str) -> Distribution | None:
     try:

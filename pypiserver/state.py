@@ -28,7 +28,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection, ContextManager, Iterable, Iterator, Mapping
+from typing import Callable, Collection, ContextManager, Iterable, Iterator, Mapping, NamedTuple
 
 from .distributions import Distribution
 
@@ -114,8 +114,7 @@ class Digests(Mapping[str, str]):
         return f"Digests({dict(self)!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
+class FileFacts(NamedTuple):
     """What reading a distribution once taught us."""
 
     size: int
@@ -203,13 +202,13 @@ class StateStore:
         with self._lock:
             # Row by row, not fetchall(): the rows' own strings are dropped
             # as soon as they are converted, which keeps the peak low.
-            rows = self._db.execute(f"SELECT path, {_FACT_COLUMNS} FROM files")
+            rows = self._db.execute(f"SELECT path, {_fact_columns(digests)} FROM files")
             return {row[0]: _facts(row[1:], digests, shared.setdefault) for row in rows}
 
     def facts(self, path: str, digests: Collection[str] = ("sha256",)) -> FileFacts | None:
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_FACT_COLUMNS} FROM files WHERE path = ?", (path,)
+                f"SELECT {_fact_columns(digests)} FROM files WHERE path = ?", (path,)
             ).fetchone()
         return _facts(row, digests, {}.setdefault) if row else None
 
@@ -326,10 +325,16 @@ def _map_counter(path: Path) -> mmap.mmap:
         os.close(fd)
 
 
-_FACT_COLUMNS = (
-    "size, mtime_ns, sha256, md5, blake2b_256, other_digests, requires_python,"
-    " summary, metadata_sha256, metadata_name, filename, name, project, version, kind, python_version"
-)
+def _fact_columns(keep: Collection[str]) -> str:
+    """The columns :func:`_facts` reads.  Digests not kept are read as NULL:
+    at 60,000 files, building and dropping their hex strings costs time and
+    leaves the heap fragmented."""
+    digests = ", ".join(k if k in keep else "NULL" for k in _BASE_DIGESTS)
+    other = "other_digests" if set(keep) - set(_BASE_DIGESTS) else "NULL"
+    return (
+        f"size, mtime_ns, {digests}, {other}, requires_python, summary,"
+        " metadata_sha256, metadata_name, filename, name, project, version, kind, python_version"
+    )
 
 
 def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str]) -> FileFacts:
@@ -339,7 +344,7 @@ def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str]) 
     more = [("md5", md5), ("blake2b_256", blake2b)]
     if other:
         more.extend(json.loads(other).items())
-    digests = Digests([("sha256", sha256), *((k, v) for k, v in more if k in keep)])
+    digests = Digests([("sha256", sha256), *((k, v) for k, v in more if v and k in keep)])
     # Loops written out: this runs for every file at every start.
     dist_name, project, version, kind, python_version = row[11:]
     dist = Distribution(

@@ -11,9 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Iterator, NamedTuple, Protocol
 
 from .distributions import SDIST_SUFFIXES, SIGNATURE_SUFFIX
 
@@ -38,8 +37,7 @@ class FileExists(FileExistsError):
     """A file of that name is already stored and overwriting is not allowed."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredFile:
+class StoredFile(NamedTuple):
     root: Path
     #: The path below its root, with "/" separators: the file's URL path.
     relpath: str
@@ -100,9 +98,12 @@ class DirectoryStorage:
         self.roots = tuple(Path(os.path.abspath(root)) for root in roots)
 
     def scan(self) -> Iterator[StoredFile]:
+        if len(self.roots) == 1:
+            yield from _walk(self.roots[0], str(self.roots[0]), "")
+            return
         seen: set[str] = set()
         for root in self.roots:
-            for stored in _walk(root, str(root)):
+            for stored in _walk(root, str(root), ""):
                 # A file present in two roots is served from the first one.
                 if stored.relpath not in seen:
                     seen.add(stored.relpath)
@@ -171,26 +172,30 @@ def _safe_parts(relpath: str) -> list[str]:
     return parts
 
 
-def _walk(root: Path, directory: str) -> Iterator[StoredFile]:
+def _walk(root: Path, directory: str, prefix: str) -> Iterator[StoredFile]:
+    """The files below ``directory``, whose relpaths start with ``prefix``."""
     # Plain strings and os.scandir: this runs over every file at start-up.
-    prefix = len(str(root)) + 1
     try:
         with os.scandir(directory) as scanner:
-            entries = sorted(scanner, key=lambda e: e.name)
+            entries = sorted(scanner, key=_entry_name)
     except OSError:
         return
     for entry in entries:
-        if entry.name.startswith("."):
+        name = entry.name
+        if name.startswith("."):
             continue
         try:
             if entry.is_dir():
-                yield from _walk(root, entry.path)
-            elif is_served_name(entry.name) and entry.is_file():
+                yield from _walk(root, entry.path, f"{prefix}{name}/")
+            elif is_served_name(name) and entry.is_file():
                 stat = entry.stat()
-                relpath = entry.path[prefix:].replace(os.sep, "/")
-                yield StoredFile(root, relpath, stat.st_size, stat.st_mtime_ns)
+                yield StoredFile(root, prefix + name, stat.st_size, stat.st_mtime_ns)
         except OSError:
             continue
+
+
+def _entry_name(entry: os.DirEntry) -> str:
+    return entry.name
 
 
 def _stat(root: Path, relpath: str) -> StoredFile | None:
