@@ -12,6 +12,7 @@ name and proxy prefix and can be cached as bytes.
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
@@ -33,10 +34,15 @@ __all__ = [
 #: PEP 700 (upload-time, size, versions) is simple API version 1.1.
 API_VERSION = "1.1"
 _META_TAG = f'<meta name="pypi:repository-version" content="{API_VERSION}">'
+#: What quote(..., safe="/") leaves as it is.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~/-]*")
 
 
 def file_url(file: IndexedFile, prefix: str) -> str:
-    return prefix + quote(file.relpath, safe="/")
+    relpath = file.relpath
+    # Most names need no quoting, and quote() is slow enough to show in the
+    # time to render 10,000 pages.
+    return prefix + (relpath if _UNQUOTED.fullmatch(relpath) else quote(relpath, safe="/"))
 
 
 def project_list_html(names: Iterable[tuple[str, str]]) -> bytes:
@@ -125,7 +131,7 @@ def _file_anchor(file: IndexedFile, hash_algo: str | None, prefix: str) -> str:
     href = file_url(file, prefix)
     if hash_algo and hash_algo in file.facts.digests:
         href += f"#{hash_algo}={file.facts.digests[hash_algo]}"
-    attributes = [f'href="{escape(href)}"']
+    attributes = [f'href="{href}"']  # quoted: nothing left to escape
     if file.facts.requires_python:
         # escape() turns "<" and ">" into entities, as PEP 503 requires.
         attributes.append(f'data-requires-python="{escape(file.facts.requires_python)}"')
