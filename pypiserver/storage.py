@@ -176,11 +176,20 @@ def _walk(root: Path, directory: str, prefix: str) -> Iterator[StoredFile]:
     """The files below ``directory``, whose relpaths start with ``prefix``."""
     # Plain strings and os.scandir: this runs over every file at start-up.
     try:
-        with os.scandir(directory) as scanner:
-            entries = sorted(scanner, key=_entry_name)
+        scanner = os.scandir(directory)
     except OSError:
         return
-    for entry in entries:
+    # One entry at a time, in the directory's order: holding (or sorting)
+    # 60,000 entries would leave the heap fragmented for good.
+    with scanner:
+        try:
+            yield from _files_in(root, scanner, prefix)
+        except OSError:  # the directory went away while being read
+            return
+
+
+def _files_in(root: Path, scanner: Iterator[os.DirEntry], prefix: str) -> Iterator[StoredFile]:
+    for entry in scanner:
         name = entry.name
         if name.startswith("."):
             continue
@@ -192,10 +201,6 @@ def _walk(root: Path, directory: str, prefix: str) -> Iterator[StoredFile]:
                 yield StoredFile(root, prefix + name, stat.st_size, stat.st_mtime_ns)
         except OSError:
             continue
-
-
-def _entry_name(entry: os.DirEntry) -> str:
-    return entry.name
 
 
 def _stat(root: Path, relpath: str) -> StoredFile | None:
