@@ -13,6 +13,7 @@ nginx serves these; they are the "ideal" our server is compared against.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import html
 import json
@@ -215,25 +216,34 @@ def _project_json(name: str, facts: list[_FileFacts]) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
+def _write_page(path: Path, text: str) -> None:
+    """The page, and beside it the gzipped copy nginx sends to clients that
+    accept gzip (as pip and uv do)."""
+    data = text.encode()
+    path.write_bytes(data)
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(data, mtime=0))
+
+
 def _write_project_pages(directory: Path, name: str, facts: list[_FileFacts]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "index.html").write_text(_project_html(name, facts))
-    (directory / "index.json").write_text(_project_json(name, facts))
+    _write_page(directory / "index.html", _project_html(name, facts))
+    _write_page(directory / "index.json", _project_json(name, facts))
 
 
 def _write_root_pages(simple: Path, names: tuple[str, ...]) -> None:
     links = "\n".join(f'    <a href="{n}/">{n}</a><br/>' for n in names)
-    (simple / "index.html").write_text(
+    _write_page(
+        simple / "index.html",
         "<!DOCTYPE html>\n<html>\n  <head>\n"
         '    <meta name="pypi:repository-version" content="1.1">\n'
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
-        f"{links}\n  </body>\n</html>\n"
+        f"{links}\n  </body>\n</html>\n",
     )
     document = {
         "meta": {"api-version": "1.1"},
         "projects": [{"name": n} for n in names],
     }
-    (simple / "index.json").write_text(json.dumps(document, separators=(",", ":")))
+    _write_page(simple / "index.json", json.dumps(document, separators=(",", ":")))
 
 
 def _build_all(n: int, packages: Path, static: Path, workers: int) -> list[str]:

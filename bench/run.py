@@ -101,15 +101,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_specs(corpus: Corpus, duration: float) -> dict[str, load.LoadSpec]:
     pages = tuple(f"/simple/{name}/" for name in corpus.projects)
     files = tuple(f"/packages/{name}" for name in corpus.sample_files)
+    # Index pages are asked for as pip and uv ask: accepting gzip.
+    gzip = {"Accept-Encoding": "gzip"}
     return {
-        "project_html": load.LoadSpec(pages, duration=duration),
+        "project_html": load.LoadSpec(pages, gzip, duration=duration),
         # The same again: the first pass includes rendering every page once
         # in every worker process; this one shows the steady state.
-        "project_html_again": load.LoadSpec(pages, duration=duration),
+        "project_html_again": load.LoadSpec(pages, gzip, duration=duration),
         "project_json": load.LoadSpec(
-            pages, {"Accept": JSON_ACCEPT}, duration=duration
+            pages, {**gzip, "Accept": JSON_ACCEPT}, duration=duration
         ),
-        "index": load.LoadSpec(("/simple/",), duration=duration),
+        # And as curl asks, without gzip.
+        "project_html_plain": load.LoadSpec(pages, duration=duration),
+        "index": load.LoadSpec(("/simple/",), gzip, duration=duration),
         "download": load.LoadSpec(files, duration=duration),
     }
 
@@ -397,6 +401,8 @@ ROWS: list[tuple[str, tuple[str, ...], bool, str]] = [
     ("/simple/<p>/ HTML again p99 ms", ("project_html_again", "p99_ms"), False, "<= 10 ms"),
     ("/simple/<p>/ JSON req/s", ("project_json", "rps"), True, ""),
     ("/simple/<p>/ JSON p99 ms", ("project_json", "p99_ms"), False, "<= 10 ms"),
+    ("/simple/<p>/ HTML, no gzip, req/s", ("project_html_plain", "rps"), True, ""),
+    ("/simple/<p>/ HTML, no gzip, p99 ms", ("project_html_plain", "p99_ms"), False, ""),
     ("/simple/ req/s", ("index", "rps"), True, ""),
     ("/simple/ p99 ms", ("index", "p99_ms"), False, "<= 10 ms"),
     ("download req/s", ("download", "rps"), True, ""),

@@ -228,6 +228,9 @@ http {{
     scgi_temp_path {root}/scgi;
     sendfile on;
     tcp_nopush on;
+    # The pages' gzipped copies, for clients that accept gzip.
+    gzip_static on;
+    gzip_vary on;
     keepalive_requests 100000;
     # PEP 691 content negotiation: JSON when the client asks for it.
     map $http_accept $simple_page {{
