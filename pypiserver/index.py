@@ -248,13 +248,8 @@ class Catalogue:
         """The distribution at ``relpath``, as its project lists it."""
         self.sync()
         entry = self._files.get(relpath)
-        if entry is None:
-            return None
-        project = self._get(entry[0].project)
-        for file in project.files if project else ():
-            if file.relpath == relpath:
-                return file
-        return None
+        # Built alone: a download need not assemble the whole project.
+        return None if entry is None else self._indexed(*entry)
 
     def signature(self, relpath: str) -> StoredFile | None:
         self.sync()
@@ -528,20 +523,18 @@ class Catalogue:
         return facts.metadata_name or dist.name
 
     def _assemble(self, name: NormalizedName, relpaths: list[str]) -> Project:
-        files = []
-        for relpath in relpaths:
-            dist, stored, facts = self._files[relpath]
-            files.append(
-                IndexedFile(
-                    dist=dist,
-                    stored=stored,
-                    facts=facts,
-                    signed=relpath + SIGNATURE_SUFFIX in self._signatures,
-                    yanked=self._yank_reason(name, dist),
-                )
-            )
+        files = [self._indexed(*self._files[relpath]) for relpath in relpaths]
         files.sort(key=lambda f: f.dist.sort_key)
         return Project(name, self._display_name(name), tuple(files), next(self._revisions))
+
+    def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
+        return IndexedFile(
+            dist=dist,
+            stored=stored,
+            facts=facts,
+            signed=stored.relpath + SIGNATURE_SUFFIX in self._signatures,
+            yanked=self._yank_reason(dist.project, dist),
+        )
 
     def _yank_reason(self, name: str, dist: Distribution) -> str | None:
         if name not in self._yanked_projects:
