@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Literal, NamedTuple, NewType
+from typing import Iterable, Literal, NamedTuple, NewType
 
 from packaging.utils import (
     InvalidWheelFilename,
@@ -29,6 +29,7 @@ __all__ = [
     "normalize_name",
     "parse_filename",
     "is_distribution",
+    "version_ranks",
 ]
 
 NormalizedName = NewType("NormalizedName", str)
@@ -178,6 +179,19 @@ def _is_version(text: str) -> bool:
     except InvalidVersion:
         return False
     return True
+
+
+def version_ranks(versions: Iterable[str]) -> dict[str, int]:
+    """Each version string's place in version order (unparseable ones as
+    "0"); equal versions such as "1.0" and "1.0.0" share a place."""
+    ranks: dict[str, int] = {}
+    rank, previous = -1, None
+    for text in sorted(set(versions), key=_version_or_zero):
+        parsed = _version_or_zero(text)
+        if parsed != previous:
+            rank, previous = rank + 1, parsed
+        ranks[text] = rank
+    return ranks
 
 
 # Sorting a project's files parses each version; a project's files share a

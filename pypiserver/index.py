@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, NamedTuple
 
 from packaging.version import InvalidVersion, Version
 
@@ -35,6 +35,7 @@ from .distributions import (
     NormalizedName,
     normalize_name,
     parse_filename,
+    version_ranks,
 )
 from .state import Change, Digests, FileFacts, StateStore
 from .storage import Storage, StoredFile
@@ -61,8 +62,10 @@ class NotFound(LookupError):
     """No project, release or file of that name."""
 
 
-@dataclass(frozen=True, slots=True)
-class IndexedFile:
+class IndexedFile(NamedTuple):
+    """A file as its project lists it.  A tuple, like the records it joins:
+    the first request for each page builds one per file of the project."""
+
     dist: Distribution
     stored: StoredFile
     facts: FileFacts
@@ -524,7 +527,7 @@ class Catalogue:
 
     def _assemble(self, name: NormalizedName, relpaths: list[str]) -> Project:
         files = [self._indexed(*self._files[relpath]) for relpath in relpaths]
-        files.sort(key=lambda f: f.dist.sort_key)
+        _sort_by_version(files)
         return Project(name, self._display_name(name), tuple(files), next(self._revisions))
 
     def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
@@ -572,6 +575,13 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _sort_by_version(files: list[IndexedFile]) -> None:
+    """Sort as ``Distribution.sort_key`` orders, comparing Version objects
+    once per distinct version rather than once per pair of files."""
+    ranks = version_ranks({f.dist.version for f in files})
+    files.sort(key=lambda f: (ranks[f.dist.version], f.dist.filename))
 
 
 def _parse(filename: str) -> Distribution | None:

@@ -11,6 +11,7 @@ name and proxy prefix and can be cached as bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -129,23 +130,30 @@ def _json(document: Any) -> bytes:
 
 
 def _file_anchor(file: IndexedFile, hash_algo: str | None, prefix: str) -> str:
-    href = file_url(file, prefix)
-    if hash_algo and hash_algo in file.facts.digests:
-        href += f"#{hash_algo}={file.facts.digests[hash_algo]}"
-    attributes = [f'href="{href}"']  # quoted: nothing left to escape
-    if file.facts.requires_python:
+    # Written for speed: the first request for each of 10,000 pages runs it
+    # for every file.
+    facts = file.facts
+    digest = facts.digests.get(hash_algo) if hash_algo else None
+    fragment = f"#{hash_algo}={digest}" if digest else ""
+    anchor = f'<a href="{file_url(file, prefix)}{fragment}"'  # quoted: nothing to escape
+    if facts.requires_python:
         # escape() turns "<" and ">" into entities, as PEP 503 requires.
-        attributes.append(f'data-requires-python="{escape(file.facts.requires_python)}"')
+        anchor += f' data-requires-python="{_escaped(facts.requires_python)}"'
     if file.has_metadata:
-        value = f"sha256={file.facts.metadata_sha256}"
+        value = f"sha256={facts.metadata_sha256}"
         # PEP 714: the new name, plus the old one for clients not yet updated.
-        attributes.append(f'data-core-metadata="{value}"')
-        attributes.append(f'data-dist-info-metadata="{value}"')
+        anchor += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
     if file.signed:
-        attributes.append('data-gpg-sig="true"')
+        anchor += ' data-gpg-sig="true"'
     if file.yanked is not None:
-        attributes.append(f'data-yanked="{escape(file.yanked)}"')
-    return f"<a {' '.join(attributes)}>{escape(file.filename)}</a><br>\n"
+        anchor += f' data-yanked="{escape(file.yanked)}"'
+    return f"{anchor}>{escape(file.dist.filename)}</a><br>\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def _escaped(text: str) -> str:
+    # For the few Requires-Python strings that thousands of files share.
+    return escape(text)
 
 
 def _file_json(file: IndexedFile, hash_algo: str | None, prefix: str) -> dict[str, Any]:

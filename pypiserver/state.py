@@ -103,6 +103,12 @@ class Digests(Mapping[str, str]):
                 return value
         raise KeyError(name)
 
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        # Mapping's get() goes through __getitem__ and an exception.
+        if name == "sha256":
+            return self.sha256
+        return next((value for key, value in self._more if key == name), default)
+
     def __iter__(self) -> Iterator[str]:
         yield "sha256"
         yield from (key for key, _ in self._more)

@@ -5,6 +5,7 @@ from pypiserver.distributions import (
     is_distribution,
     normalize_name,
     parse_filename,
+    version_ranks,
 )
 
 
@@ -77,3 +78,9 @@ def test_sort_key_orders_by_version_not_text():
     names = ["foo-1.10.tar.gz", "foo-1.9.tar.gz", "foo-1.10rc1.tar.gz"]
     ordered = sorted((parse_filename(n) for n in names), key=lambda d: d.sort_key)
     assert [d.version for d in ordered] == ["1.9", "1.10rc1", "1.10"]
+
+
+def test_version_ranks_order_like_sort_key_and_tie_equal_versions():
+    ranks = version_ranks(["1.10", "1.9", "1.10rc1", "1.0", "1.0.0", "not-a-version"])
+    assert ranks["not-a-version"] < ranks["1.0"] == ranks["1.0.0"] < ranks["1.9"]
+    assert ranks["1.9"] < ranks["1.10rc1"] < ranks["1.10"]
