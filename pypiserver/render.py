@@ -16,6 +16,7 @@ import json
 import re
 import time
 from html import escape
+from json.encoder import encode_basestring_ascii
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
@@ -73,13 +74,15 @@ def project_page_html(project: Project, hash_algo: str | None, prefix: str = PAC
 
 
 def project_page_json(project: Project, hash_algo: str | None, prefix: str = PACKAGES_PREFIX) -> bytes:
-    document = {
-        "meta": {"api-version": API_VERSION},
-        "name": project.name,
-        "versions": list(project.versions),
-        "files": [_file_json(f, hash_algo, prefix) for f in project.files],
-    }
-    return _json(document)
+    # Written out as text rather than json.dumps() of dicts: it takes half
+    # the time, and the first request for each of 10,000 pages pays it.  The
+    # bytes are what json.dumps(document, separators=(",", ":")) gives.
+    versions = ",".join(map(_json_string, project.versions))
+    files = ",".join(_file_json(f, hash_algo, prefix) for f in project.files)
+    return (
+        f'{{"meta":{{"api-version":"{API_VERSION}"}},"name":{_json_string(project.name)},'
+        f'"versions":[{versions}],"files":[{files}]}}'
+    ).encode("ascii")
 
 
 def files_listing_html(files: Iterable[IndexedFile], hash_algo: str | None) -> bytes:
@@ -156,23 +159,28 @@ def _escaped(text: str) -> str:
     return escape(text)
 
 
-def _file_json(file: IndexedFile, hash_algo: str | None, prefix: str) -> dict[str, Any]:
+def _file_json(file: IndexedFile, hash_algo: str | None, prefix: str) -> str:
+    """One file's object in a PEP 691 project page, as JSON text."""
     facts = file.facts
-    hashes = {"sha256": facts.digests["sha256"]}
-    if hash_algo and hash_algo != "sha256" and hash_algo in facts.digests:
-        hashes[hash_algo] = facts.digests[hash_algo]
+    hashes = f'"sha256":"{facts.digests.sha256}"'  # hex digests need no escaping
+    if hash_algo and hash_algo != "sha256" and (digest := facts.digests.get(hash_algo)):
+        hashes += f',{_json_string(hash_algo)}:"{digest}"'
+    requires = "null" if facts.requires_python is None else _json_string(facts.requires_python)
     yanked = file.yanked
-    return {
-        "filename": file.dist.filename,
-        "url": file_url(file, prefix),
-        "hashes": hashes,
-        "requires-python": facts.requires_python,
-        "size": facts.size,
-        "upload-time": _iso8601(file),
-        "yanked": yanked or (yanked is not None),
-        "core-metadata": {"sha256": facts.metadata_sha256} if file.has_metadata else False,
-        "gpg-sig": file.signed,
-    }
+    # A reason when one was given, else whether the file is yanked (PEP 592).
+    yanked_value = _json_string(yanked) if yanked else _JSON_BOOL[yanked is not None]
+    metadata = f'{{"sha256":"{facts.metadata_sha256}"}}' if file.has_metadata else "false"
+    return (
+        f'{{"filename":{_json_string(file.dist.filename)},'
+        f'"url":{_json_string(file_url(file, prefix))},"hashes":{{{hashes}}},'
+        f'"requires-python":{requires},"size":{facts.size},"upload-time":"{_iso8601(file)}",'
+        f'"yanked":{yanked_value},"core-metadata":{metadata},"gpg-sig":{_JSON_BOOL[file.signed]}}}'
+    )
+
+
+#: A quoted JSON string, escaped as json.dumps() escapes it.
+_json_string = encode_basestring_ascii
+_JSON_BOOL = {True: "true", False: "false"}
 
 
 def _iso8601(file: IndexedFile) -> str:

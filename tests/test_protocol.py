@@ -255,6 +255,55 @@ def test_json_project_detail_document(app, root):
     assert files["foo_bar-1.0.tar.gz"]["core-metadata"] is False
 
 
+def test_json_page_text_is_what_json_dumps_would_write():
+    """The JSON page is written out as text for speed: it must parse to the
+    PEP 691 document and be exactly json.dumps' compact form, with strings
+    that need escaping (quotes, non-ASCII, "<") and every kind of value."""
+    from pathlib import Path as _Path
+
+    from pypiserver import render
+    from pypiserver.distributions import parse_filename
+    from pypiserver.index import IndexedFile, Project
+    from pypiserver.state import Digests, FileFacts
+    from pypiserver.storage import StoredFile
+
+    def indexed(filename, *, yanked=None, signed=False, metadata=None, requires=None):
+        dist = parse_filename(filename)
+        digests = Digests([("sha256", "a" * 64), ("md5", "b" * 32)])
+        facts = FileFacts(10, 1_700_000_000_123_456_789, digests, requires, None, metadata, None, dist)
+        return IndexedFile(dist, StoredFile(_Path("/x"), filename, 10, facts.mtime_ns), facts, signed, yanked)
+
+    project = Project(
+        "cafe",
+        "Cafe",
+        (
+            indexed("cafe-1.0+local.1-py3-none-any.whl", metadata="c" * 64, requires="<4,>=3.8"),
+            indexed("cafe-1.1.tar.gz", yanked='broken "build" \u2014 use 1.2', signed=True),
+            indexed("cafe-1.2.tar.gz", yanked=""),
+        ),
+        1,
+    )
+    for hash_algo in ("sha256", "md5", None):
+        body = render.project_page_json(project, hash_algo)
+        document = json.loads(body)
+        assert body == json.dumps(document, separators=(",", ":")).encode()
+        assert document["name"] == "cafe"
+        assert document["versions"] == ["1.0+local.1", "1.1", "1.2"]
+        first, yanked_with_reason, yanked = document["files"]
+        assert first["url"] == "../../packages/cafe-1.0%2Blocal.1-py3-none-any.whl"
+        expected_hashes = {"sha256": "a" * 64, **({"md5": "b" * 32} if hash_algo == "md5" else {})}
+        assert first["hashes"] == expected_hashes
+        assert first["requires-python"] == "<4,>=3.8"
+        assert first["core-metadata"] == {"sha256": "c" * 64}
+        assert first["upload-time"] == "2023-11-14T22:13:20.123456Z"
+        assert (first["yanked"], first["gpg-sig"], first["size"]) == (False, False, 10)
+        assert yanked_with_reason["yanked"] == 'broken "build" \u2014 use 1.2'
+        assert yanked_with_reason["gpg-sig"] is True
+        assert yanked_with_reason["requires-python"] is None
+        assert yanked_with_reason["core-metadata"] is False
+        assert yanked["yanked"] is True
+
+
 def test_json_has_no_dist_info_metadata_key(app):
     """PEP 714: JSON responses carry only the ``core-metadata`` name."""
     body = app.get("/simple/foo-bar/", headers={"Accept": JSON_V1}).text
