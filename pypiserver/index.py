@@ -7,8 +7,9 @@ three roads, all ending in :meth:`Catalogue.refresh`: writes made through
 this catalogue, the file watcher (files copied in by other means), and the
 change journal (writes made by another worker process).
 
-Readers take no lock: a :class:`Project` is immutable and replaced whole when
-it changes, so a reader sees either the old or the new one.
+A :class:`Project` is assembled when asked for and not kept: what is kept
+is each project's revision, which changes with the project and keys the
+rendered pages, so a page is served without assembling anything.
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ class Project:
     display_name: str
     #: Sorted by version, then filename.
     files: tuple[IndexedFile, ...]
-    #: Changes whenever the project does; keys rendered-page caches.  Local
-    #: to this process: never shown to clients.
+    #: The project's revision when it was assembled (see
+    #: :meth:`Catalogue.revision`).  Local to this process: never shown to
+    #: clients.
     revision: int
 
     @property
@@ -207,7 +209,8 @@ class Catalogue:
         self._signatures: dict[str, StoredFile] = {}
         #: Relpaths by project: lists, a third of the size of sets at 10,000 projects.
         self._by_project: dict[NormalizedName, list[str]] = {}
-        self._projects: dict[NormalizedName, Project] = {}
+        #: Bumped for each project that changes: keys its rendered pages.
+        self._project_revisions: dict[NormalizedName, int] = {}
         self._names: tuple[tuple[NormalizedName, str], ...] | None = None
         self._yanked_releases: dict[tuple[str, str], str] = {}
         self._yanked_files: dict[tuple[str, str], str] = {}
@@ -242,6 +245,13 @@ class Catalogue:
             project = self._get(name)
             if project is not None:
                 yield project
+
+    def revision(self, name: NormalizedName) -> int | None:
+        """The revision of the project normalised as ``name``, None if there
+        is no such project.  It changes whenever the project does, so a page
+        rendered at one revision is current while the revision stays."""
+        self.sync()
+        return self._project_revisions.get(name)
 
     def project(self, name: str) -> Project | None:
         self.sync()
@@ -500,22 +510,22 @@ class Catalogue:
         changed = False
         for name in names:
             changed = True
-            self._projects.pop(name, None)
-            if not self._by_project.get(name):
+            if self._by_project.get(name):
+                self._project_revisions[name] = next(self._revisions)
+            else:
                 self._by_project.pop(name, None)
+                self._project_revisions.pop(name, None)
         if changed:
             self._names = None
             self.generation = next(self._revisions)
 
     def _get(self, name: NormalizedName) -> Project | None:
-        project = self._projects.get(name)
-        if project is None:
-            with self._write_lock:
-                relpaths = self._by_project.get(name)
-                if not relpaths:
-                    return None
-                project = self._projects[name] = self._assemble(name, relpaths)
-        return project
+        # Under the lock, so no change is half applied to what is read.
+        with self._write_lock:
+            relpaths = self._by_project.get(name)
+            if not relpaths:
+                return None
+            return self._assemble(name, relpaths)
 
     def _display_name(self, name: NormalizedName) -> str:
         # The same in every worker process, so their pages are identical; no
@@ -528,7 +538,8 @@ class Catalogue:
     def _assemble(self, name: NormalizedName, relpaths: list[str]) -> Project:
         files = [self._indexed(*self._files[relpath]) for relpath in relpaths]
         _sort_by_version(files)
-        return Project(name, self._display_name(name), tuple(files), next(self._revisions))
+        revision = self._project_revisions[name]
+        return Project(name, self._display_name(name), tuple(files), revision)
 
     def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
         return IndexedFile(

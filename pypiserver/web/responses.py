@@ -77,10 +77,15 @@ class PageCache:
         self._lock = threading.Lock()
         self._max_entries = max_entries
 
-    def get(self, key: Hashable, revision: int, build: Callable[[], Page]) -> Page:
+    def cached(self, key: Hashable, revision: int) -> Page | None:
+        """The page stored for ``key`` if it was built at ``revision``."""
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == revision:
-            return entry[1]
+        return entry[1] if entry is not None and entry[0] == revision else None
+
+    def get(self, key: Hashable, revision: int, build: Callable[[], Page]) -> Page:
+        page = self.cached(key, revision)
+        if page is not None:
+            return page
         page = build()
         with self._lock:
             self._entries[key] = (revision, page)

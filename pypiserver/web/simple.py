@@ -81,13 +81,16 @@ def project_page(
 ) -> Page | None:
     """The page of the project normalised as ``name`` in ``media``, linking
     to files through ``prefix``; None for a project not in the index."""
+    key = ("project", name, media, prefix)
+    revision = ctx.catalogue.revision(name)
+    page = None if revision is None else ctx.pages.cached(key, revision)
+    if page is not None:
+        return page  # the common case: nothing assembled, nothing rendered
     project = ctx.catalogue.project(name)
     if project is None:
         return None
     return ctx.pages.get(
-        ("project", name, media, prefix),
-        project.revision,
-        lambda: _page(media, project, ctx.config.hash_algo, prefix),
+        key, project.revision, lambda: _page(media, project, ctx.config.hash_algo, prefix)
     )
 
 
