@@ -111,6 +111,9 @@ def load_specs(corpus: Corpus, duration: float) -> dict[str, load.LoadSpec]:
         "project_json": load.LoadSpec(
             pages, {**gzip, "Accept": JSON_ACCEPT}, duration=duration
         ),
+        "project_json_again": load.LoadSpec(
+            pages, {**gzip, "Accept": JSON_ACCEPT}, duration=duration
+        ),
         # And as curl asks, without gzip.
         "project_html_plain": load.LoadSpec(pages, duration=duration),
         "index": load.LoadSpec(("/simple/",), gzip, duration=duration),
@@ -401,6 +404,8 @@ ROWS: list[tuple[str, tuple[str, ...], bool, str]] = [
     ("/simple/<p>/ HTML again p99 ms", ("project_html_again", "p99_ms"), False, "<= 10 ms"),
     ("/simple/<p>/ JSON req/s", ("project_json", "rps"), True, ""),
     ("/simple/<p>/ JSON p99 ms", ("project_json", "p99_ms"), False, "<= 10 ms"),
+    ("/simple/<p>/ JSON again req/s", ("project_json_again", "rps"), True, ""),
+    ("/simple/<p>/ JSON again p99 ms", ("project_json_again", "p99_ms"), False, "<= 10 ms"),
     ("/simple/<p>/ HTML, no gzip, req/s", ("project_html_plain", "rps"), True, ""),
     ("/simple/<p>/ HTML, no gzip, p99 ms", ("project_html_plain", "p99_ms"), False, ""),
     ("/simple/ req/s", ("index", "rps"), True, ""),
