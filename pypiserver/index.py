@@ -240,7 +240,7 @@ class Catalogue:
         return names
 
     def projects(self) -> Iterator[Project]:
-        """Every project, sorted by name (assembling those not yet built)."""
+        """Every project, sorted by name, each assembled as it is reached."""
         for name, _ in self.names():
             project = self._get(name)
             if project is not None:
