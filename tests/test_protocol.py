@@ -270,8 +270,10 @@ def test_json_page_text_is_what_json_dumps_would_write():
     def indexed(filename, *, yanked=None, signed=False, metadata=None, requires=None):
         dist = parse_filename(filename)
         digests = Digests([("sha256", "a" * 64), ("md5", "b" * 32)])
-        facts = FileFacts(10, 1_700_000_000_123_456_789, digests, requires, None, metadata, None, dist)
-        return IndexedFile(dist, StoredFile(_Path("/x"), filename, 10, facts.mtime_ns), facts, signed, yanked)
+        mtime_ns = 1_700_000_000_123_456_789
+        facts = FileFacts(10, mtime_ns, digests, requires, None, metadata, None, dist)
+        stored = StoredFile(_Path("/x"), filename, 10, mtime_ns)
+        return IndexedFile(dist, stored, facts, signed, yanked)
 
     project = Project(
         "cafe",
