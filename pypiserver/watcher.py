@@ -56,11 +56,19 @@ class Watcher(FileSystemEventHandler):
         self._observer = Observer()
         self._worker = threading.Thread(target=self._run, name="pypiserver-watcher", daemon=True)
 
-    def start(self) -> None:
+    def watch(self) -> None:
+        """Start receiving events; they wait in the queue until :meth:`start`."""
+        if self._observer.is_alive():
+            return
         for root in self._roots:
             self._observer.schedule(self, str(root), recursive=True, event_filter=_EVENTS)
         self._observer.daemon = True
         self._observer.start()
+
+    def start(self) -> None:
+        """Apply changes to the catalogue as they come, starting with those
+        queued since :meth:`watch`."""
+        self.watch()
         self._worker.start()
 
     def stop(self) -> None:

@@ -262,6 +262,30 @@ def test_cached_dir_backend_sees_new_files(make_app, root):
     assert "newer/" not in app.get("/simple/").text
 
 
+def test_files_changed_while_the_catalogue_loads_are_not_missed(make_app, root, monkeypatch):
+    """A file copied in, and one removed, after the start-up scan saw the
+    directory but before the catalogue was ready, as on a large tree."""
+    from pypiserver.storage import DirectoryStorage
+
+    scan = DirectoryStorage.scan
+
+    def scan_then_change(self):
+        yield from scan(self)
+        make_wheel(root, "late", "1.0")
+        (root / "dep-2.0-py3-none-any.whl").unlink()
+
+    monkeypatch.setattr(DirectoryStorage, "scan", scan_then_change)
+    app = make_app(root)
+    monkeypatch.setattr(DirectoryStorage, "scan", scan)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        text = app.get("/simple/").text
+        if "late/" in text and "dep/" not in text:
+            break
+        time.sleep(0.05)
+    assert "late/" in text and "dep/" not in text
+
+
 def test_digest_cache_survives_restart(make_app, root, tmp_path):
     make_app(root, state_dir=str(tmp_path / "shared-state"))
     database = tmp_path / "shared-state" / "state.sqlite3"

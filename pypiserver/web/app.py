@@ -55,10 +55,18 @@ def create_app(config: Config) -> bottle.Bottle:
     catalogue = Catalogue(
         storage, state, hash_algo=config.hash_algo, rescan_on_read=config.backend == "simple-dir"
     )
-    catalogue.load()
-    watcher = None
-    if config.backend != "simple-dir":
-        watcher = Watcher(catalogue)
+    watcher = None if config.backend == "simple-dir" else Watcher(catalogue)
+    if watcher is not None:
+        # Watching before the scan: a file copied in while the catalogue
+        # loads is reported, and the change is applied once it has loaded.
+        watcher.watch()
+    try:
+        catalogue.load()
+    except BaseException:
+        if watcher is not None:
+            watcher.stop()
+        raise
+    if watcher is not None:
         watcher.start()
     policy = policy_from_config(
         config.authenticate,
