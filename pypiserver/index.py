@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 BASE_ALGORITHMS = ("sha256", "md5", "blake2b_256")
 _CHUNK = 1024 * 1024
 _PROGRESS_EVERY = 5000
+#: At most this many paths seen changed by the watcher go to the journal.
+_SHARED_CHANGES_MAX = 1000
 
 
 class NotFound(LookupError):
@@ -353,30 +355,49 @@ class Catalogue:
             changes, self._journal_offset = self.state.changes_since(self._journal_offset)
             self._apply(changes)
 
-    def rescan(self) -> None:
-        """Reconcile with the storage: learn new files, forget removed ones."""
+    def rescan(self) -> list[str]:
+        """Reconcile with the storage: learn new files, forget removed ones.
+        Returns the relpaths that changed."""
         found = {s.relpath: s for s in self.storage.scan()}
         with self._write_lock:
             vanished = (set(self._files) | set(self._signatures)) - set(found)
-            changed = [
-                s.relpath for s in found.values() if self._is_stale(s)
-            ]
+            changed = [s.relpath for s in found.values() if not self._is_current(s)]
             for relpath in itertools.chain(vanished, changed):
                 self.refresh(relpath)
             self._journal_offset = self.state.journal_size()
             self._change_count = -1  # as in load()
             self._load_yanks()
+        return sorted(vanished) + changed
 
-    def refresh(self, relpath: str) -> None:
-        """Look at one path again: it was created, changed or removed."""
+    def refresh(self, relpath: str) -> bool:
+        """Look at one path again: it was created, changed or removed.
+        Returns whether the catalogue changed."""
         stored = self.storage.stat(relpath)
         with self._write_lock:
+            if stored is not None and self._is_current(stored):
+                return False  # as known: no page to render again
             touched = self._forget(relpath)
             if stored is not None:
                 fresh: list[tuple[str, FileFacts, bytes | None]] = []
                 touched |= self._learn(stored, self.state.facts(stored.location, self._kept_digests), fresh)
                 self.state.save_many_facts(fresh)
             self._invalidate(touched)
+            return bool(touched)
+
+    def notice(self, relpaths: Iterable[str] | None) -> None:
+        """Changes the file watcher saw on disk: ``relpaths``, or None to
+        look at everything.  Every worker process has a watcher of its own,
+        and they see a change at slightly different times; the journal tells
+        the others at once, so a client sent to another worker by its next
+        request (pip downloading what a page listed) finds the file there."""
+        if relpaths is None:
+            changed = self.rescan()
+        else:
+            changed = [relpath for relpath in sorted(set(relpaths)) if self.refresh(relpath)]
+        # Another worker replays these paths in the request it is serving,
+        # so a large batch (a whole tree copied in) is left to its own watcher.
+        if changed and len(changed) <= _SHARED_CHANGES_MAX:
+            self.state.record(*(Change("file", relpath) for relpath in changed))
 
     # -- writing --------------------------------------------------------------
 
@@ -425,11 +446,13 @@ class Catalogue:
         if any(c.kind == "yank" for c in changes):
             self._load_yanks()
 
-    def _is_stale(self, stored: StoredFile) -> bool:
+    def _is_current(self, stored: StoredFile) -> bool:
+        """Whether the catalogue has ``stored`` as it now is on disk."""
         if stored.relpath.endswith(SIGNATURE_SUFFIX):
-            return stored.relpath not in self._signatures
+            known = self._signatures.get(stored.relpath)
+            return known is not None and known.root == stored.root
         entry = self._files.get(stored.relpath)
-        return entry is None or not self._knows(entry[2], stored)
+        return entry is not None and entry[1].root == stored.root and self._knows(entry[2], stored)
 
     def _read(
         self, stored: StoredFile, dist: Distribution

@@ -6,8 +6,8 @@ The state directory (a dot-directory, never served) holds:
   core metadata), keyed by path, size and modification time so a changed file
   is read again; and the yank state of releases and files.
 * ``changes.log`` — an append-only journal of the writes this server made
-  (uploads, removals, yanks), and ``changes.count``, eight bytes counting
-  them.  Every worker process maps the counter into memory and reads it on
+  (uploads, removals, yanks) and of the files its watchers saw change, and
+  ``changes.count``, eight bytes counting them.  Every worker process maps the counter into memory and reads it on
   each request, which costs no system call; when it has moved, the worker
   replays the journal lines it has not seen.  So an upload acknowledged by
   one worker is listed by all on the next request.
@@ -294,13 +294,13 @@ class StateStore:
         """How many changes were ever recorded: read from shared memory."""
         return _COUNT.unpack_from(self._counter)[0]
 
-    def record(self, change: Change) -> None:
-        line = f"{change.kind}\t{change.subject}\n".encode("utf-8")
-        # O_APPEND makes each small write land whole at the end, even when
-        # several processes write at once.
+    def record(self, *changes: Change) -> None:
+        lines = "".join(f"{change.kind}\t{change.subject}\n" for change in changes).encode("utf-8")
+        # O_APPEND makes each write land whole at the end, even when several
+        # processes write at once.
         fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            os.write(fd, lines)
         finally:
             os.close(fd)
         # Counted after it is in the journal: a reader that sees the new

@@ -66,9 +66,19 @@ class Watcher(FileSystemEventHandler):
         self._observer.start()
 
     def start(self) -> None:
-        """Apply changes to the catalogue as they come, starting with those
-        queued since :meth:`watch`."""
+        """Apply the changes queued since :meth:`watch` now, before the
+        caller serves anything, then each change as it comes."""
         self.watch()
+        pending: set[str] = set()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                pending.add(item)
+        if pending:
+            self._apply(pending)
         self._worker.start()
 
     def stop(self) -> None:
@@ -126,10 +136,6 @@ class Watcher(FileSystemEventHandler):
 
     def _apply(self, batch: set[str]) -> None:
         try:
-            if _RESCAN in batch:
-                self.catalogue.rescan()
-                return
-            for relpath in sorted(batch):
-                self.catalogue.refresh(relpath)
+            self.catalogue.notice(None if _RESCAN in batch else batch)
         except Exception:  # a bad file must not stop the watcher
             log.exception("could not apply file changes %s", sorted(batch))
