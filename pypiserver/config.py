@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -107,9 +107,6 @@ class Config:
     @property
     def resolved_state_dir(self) -> Path:
         return self.state_dir or self.roots[0] / ".pypiserver"
-
-    def with_changes(self, **changes: Any) -> "Config":
-        return replace(self, **changes)
 
     def checked(self) -> "Config":
         """Check what can only be checked against the file system."""

@@ -12,6 +12,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO, Iterator, NamedTuple, Protocol
 
 from .distributions import SDIST_SUFFIXES, SIGNATURE_SUFFIX
@@ -208,7 +209,9 @@ def _stat(root: Path, relpath: str) -> StoredFile | None:
         stat = os.stat(root / relpath)
     except OSError:
         return None
-    if not os.path.isfile(root / relpath):
+    # From the one stat, not a second through os.path.isfile(): every
+    # worker looks again at each change the journal reports.
+    if not S_ISREG(stat.st_mode):
         return None
     return StoredFile(root, relpath, stat.st_size, stat.st_mtime_ns)
 

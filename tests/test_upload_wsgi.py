@@ -25,10 +25,8 @@ WHEEL = "demo_pkg-1.0-py3-none-any.whl"
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    directory = tmp_path / "packages"
-    directory.mkdir()
-    return directory
+def root(packages_dir: Path) -> Path:
+    return packages_dir
 
 
 @pytest.fixture
