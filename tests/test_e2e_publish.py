@@ -598,8 +598,23 @@ def send_huge_upload(server: Server, filename: str, tail: bytes, size: int) -> t
         connection.close()
 
 
+def download_sha256(server: Server, path: str) -> tuple[int, int, str]:
+    """(status, bytes read, sha256) of ``path``, read a MiB at a time."""
+    digest, size = hashlib.sha256(), 0
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        while chunk := response.read(_MIB):
+            digest.update(chunk)
+            size += len(chunk)
+        return response.status, size, digest.hexdigest()
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("server_name", ["auto", "waitress"])
-def test_one_gib_upload_is_streamed_to_disk(server_factory, packages_dir, dist_dir, tmp_path, server_name):
+def test_one_gib_upload_and_download_are_streamed(server_factory, packages_dir, dist_dir, tmp_path, server_name):
     server = server_factory(
         ["-a", ".", "-P", ".", "--server", server_name, "--state-dir", str(tmp_path / "state"), str(packages_dir)]
     )
@@ -616,6 +631,11 @@ def test_one_gib_upload_is_streamed_to_disk(server_factory, packages_dir, dist_d
     assert (packages_dir / filename).stat().st_size == HUGE_SIZE
     assert listing(packages_dir) == [filename]
     assert sha256 in server.get("/simple/huge-pkg/").text
+
+    # And back: the download is streamed too.
+    assert download_sha256(server, f"/packages/{filename}") == (200, HUGE_SIZE, sha256)
+    growth_mib = (peak_rss_kib(server.pid) - before) / 1024
+    assert growth_mib < 100, f"server peak RSS grew by {growth_mib:.0f} MiB for a 1 GiB download"
 
 
 # --- removing and signatures ------------------------------------------------------------------
