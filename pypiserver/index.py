@@ -5,7 +5,7 @@ metadata extracted) once, when it is first seen, and what was learnt is kept
 in the state store so a restart does not read it again.  Changes arrive by
 three roads, all ending in :meth:`Catalogue.refresh`: writes made through
 this catalogue, the file watcher (files copied in by other means), and the
-change journal (writes made by another worker process).
+change journal (what another process wrote or its watcher saw).
 
 A :class:`Project` is assembled when asked for and not kept: what is kept
 is each project's revision, which changes with the project and keys the
@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -57,7 +58,8 @@ log = logging.getLogger(__name__)
 BASE_ALGORITHMS = ("sha256", "md5", "blake2b_256")
 _CHUNK = 1024 * 1024
 _PROGRESS_EVERY = 5000
-#: At most this many paths seen changed by the watcher go to the journal.
+#: Up to this many paths seen changed by the watcher go to the journal one
+#: by one; more become one "rescan".
 _SHARED_CHANGES_MAX = 1000
 
 
@@ -206,6 +208,7 @@ class Catalogue:
         #: The ``simple-dir`` behaviour: look at the directories on every read.
         self.rescan_on_read = rescan_on_read
         self._write_lock = threading.RLock()
+        _LIVE.add(self)
         self._revisions = itertools.count(1)
         self._files: dict[str, tuple[Distribution, StoredFile, FileFacts]] = {}
         self._signatures: dict[str, StoredFile] = {}
@@ -301,6 +304,9 @@ class Catalogue:
         )
 
     def _load(self) -> int:
+        # The journal's end before the scan: a change recorded during the
+        # scan is replayed by the first request, not lost.
+        journal_offset = self.state.journal_size()
         found = [(s, s.location) for s in self.storage.scan()]
         known = self.state.all_facts(self._kept_digests)
         unread = [s for s, where in found if not self._knows(known.get(where), s)]
@@ -312,7 +318,7 @@ class Catalogue:
                 unread = [s for s in unread if not self._knows(known.get(s.location), s)]
                 known.update(self._read_all(unread))
         with self._write_lock:
-            self._journal_offset = self.state.journal_size()
+            self._journal_offset = journal_offset
             self._change_count = -1  # the first request replays any later lines
             for stored, where in found:
                 self._learn(stored, known.get(where), [])
@@ -358,14 +364,15 @@ class Catalogue:
     def rescan(self) -> list[str]:
         """Reconcile with the storage: learn new files, forget removed ones.
         Returns the relpaths that changed."""
+        journal_offset = self.state.journal_size()  # as in _load()
         found = {s.relpath: s for s in self.storage.scan()}
         with self._write_lock:
             vanished = (set(self._files) | set(self._signatures)) - set(found)
             changed = [s.relpath for s in found.values() if not self._is_current(s)]
             for relpath in itertools.chain(vanished, changed):
                 self.refresh(relpath)
-            self._journal_offset = self.state.journal_size()
-            self._change_count = -1  # as in load()
+            self._journal_offset = journal_offset
+            self._change_count = -1  # as in _load()
             self._load_yanks()
         return sorted(vanished) + changed
 
@@ -386,17 +393,21 @@ class Catalogue:
 
     def notice(self, relpaths: Iterable[str] | None) -> None:
         """Changes the file watcher saw on disk: ``relpaths``, or None to
-        look at everything.  Every worker process has a watcher of its own,
-        and they see a change at slightly different times; the journal tells
-        the others at once, so a client sent to another worker by its next
-        request (pip downloading what a page listed) finds the file there."""
+        look at everything.  They go into the journal, which tells every
+        worker process at once: workers forked from the process that watches
+        have no watcher of their own, and where each watches for itself,
+        they see a change at slightly different times, so a client sent to
+        another worker by its next request (pip downloading what a page
+        listed) would miss the file there."""
         if relpaths is None:
             changed = self.rescan()
         else:
             changed = [relpath for relpath in sorted(set(relpaths)) if self.refresh(relpath)]
-        # Another worker replays these paths in the request it is serving,
-        # so a large batch (a whole tree copied in) is left to its own watcher.
-        if changed and len(changed) <= _SHARED_CHANGES_MAX:
+        if len(changed) > _SHARED_CHANGES_MAX:
+            # A whole tree copied in: one look at everything, not a request
+            # spent replaying thousands of paths.
+            self.state.record(Change("rescan", "*"))
+        elif changed:
             self.state.record(*(Change("file", relpath) for relpath in changed))
 
     # -- writing --------------------------------------------------------------
@@ -439,7 +450,10 @@ class Catalogue:
             self.state.record(Change("yank", "*"))
             self._load_yanks()
 
-    def _apply(self, changes: Iterable[Change]) -> None:
+    def _apply(self, changes: list[Change]) -> None:
+        if any(c.kind == "rescan" for c in changes):
+            self.rescan()
+            return
         paths = {c.subject for c in changes if c.kind == "file"}
         for relpath in paths:
             self.refresh(relpath)
@@ -596,6 +610,32 @@ class Catalogue:
         self._yanked_releases, self._yanked_files, self._yank_rows = releases, files, rows
         self._yanked_projects = frozenset(y.project for y in rows)
         self._invalidate([p for p in touched if p in self._by_project])  # type: ignore[misc]
+
+#: Every catalogue of this process, for the fork handlers below.
+_LIVE: "weakref.WeakSet[Catalogue]" = weakref.WeakSet()
+_held_at_fork: list[threading.RLock] = []
+
+
+def _hold_for_fork() -> None:
+    # The server forks its workers from the process that built the
+    # catalogue, whose watcher thread may be applying a change: a child
+    # forked halfway through would keep half a change, and a lock that no
+    # thread of its own will ever release.
+    for catalogue in list(_LIVE):
+        catalogue._write_lock.acquire()
+        _held_at_fork.append(catalogue._write_lock)
+
+
+def _release_after_fork() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork
+    )
+
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:

@@ -12,6 +12,7 @@ import gc
 import importlib.util
 import json
 import logging
+import multiprocessing
 import os
 import sys
 from socketserver import ThreadingMixIn
@@ -33,6 +34,8 @@ _DEFAULT_THREADS = 16
 _UNLIMITED = 1 << 50
 #: Room for the multipart form's other fields around the file itself.
 _FORM_OVERHEAD = 1 << 20
+#: The application granian's forked workers inherit (see _serve_granian).
+_forked_app: bottle.Bottle | None = None
 
 
 def choose_server(name: str) -> str:
@@ -76,8 +79,11 @@ def serve(config: Config, argv: list[str]) -> None:
 
 
 def granian_app() -> bottle.Bottle:
-    """The factory each granian worker process calls: the config travels as
-    the command-line arguments, so a worker builds exactly what was asked."""
+    """The factory each granian worker process calls: the application its
+    parent built before forking it, else (where workers are spawned, not
+    forked) one built from the command-line arguments, exactly as asked."""
+    if _forked_app is not None:
+        return _forked_app
     from .cli import run_config
 
     return _built(run_config(json.loads(os.environ[_ARGV_VARIABLE])))
@@ -101,7 +107,7 @@ def _serve_granian(config: Config, argv: list[str]) -> None:
     class Server(Granian):  # type: ignore[misc, valid-type]
         def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
             # A forked worker runs this inherited handler until it installs
-            # its own, which it does only once the application is built.  A
+            # its own, once it has the application and its sockets.  A
             # SIGTERM in that window would merely be noted in the worker's
             # copy of the server, and the worker would then serve on while
             # the main process waits for it forever: stop it here instead.
@@ -109,9 +115,15 @@ def _serve_granian(config: Config, argv: list[str]) -> None:
                 os._exit(0)
             super().signal_handler_interrupt(*args, **kwargs)
 
-    # Each worker builds its own catalogue; the state directory's lock makes
-    # the first one read new files while the others wait for its results.
     os.environ[_ARGV_VARIABLE] = json.dumps(argv)
+    if multiprocessing.get_start_method() == "fork":  # as granian chooses
+        # Built once, here, for the workers to inherit: not loaded by each
+        # at once on the same cores.  This process then only watches the
+        # directories, and the change journal tells the workers.  (Spawned
+        # workers build their own; the state directory's lock makes the
+        # first one read new files while the others wait for its results.)
+        global _forked_app
+        _forked_app = _built(config)
     workers = config.workers or min(os.cpu_count() or 1, 4)
     Server(
         "pypiserver.serving:granian_app",

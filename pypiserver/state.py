@@ -25,6 +25,7 @@ import os
 import sqlite3
 import struct
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,8 @@ class Yank:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    #: "file" (a path was written or removed) or "yank".
+    #: "file" (a path was written or removed), "yank", or "rescan" (too
+    #: many files changed to name them: look at everything).
     kind: str
     subject: str
 
@@ -165,9 +167,11 @@ class StateStore:
         self.journal.touch(exist_ok=True)
         self._counter = _map_counter(directory / "changes.count")
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            directory / "state.sqlite3", check_same_thread=False, timeout=30
-        )
+        self._db = self._connect()
+        #: Connections opened before this process was forked: never used or
+        #: closed here (see :meth:`_after_fork`).
+        self._inherited: list[sqlite3.Connection] = []
+        _OPEN_STORES.add(self)
         with self.exclusive(), self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -176,7 +180,21 @@ class StateStore:
                 self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
 
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.directory / "state.sqlite3", check_same_thread=False, timeout=30)
+
+    def _after_fork(self) -> None:
+        # SQLite forbids using a connection in a child of the process that
+        # opened it (the server builds its catalogue once and forks its
+        # workers), and another thread may have held the lock at the fork.
+        # The inherited connection is kept, unclosed: closing it could undo
+        # the parent's locks on the database.
+        self._inherited.append(self._db)
+        self._lock = threading.Lock()
+        self._db = self._connect()
+
     def close(self) -> None:
+        _OPEN_STORES.discard(self)
         with self._lock:
             self._db.close()
             self._counter.close()
@@ -318,6 +336,16 @@ class StateStore:
 
 
 _BASE_DIGESTS = ("sha256", "md5", "blake2b_256")
+_OPEN_STORES: "weakref.WeakSet[StateStore]" = weakref.WeakSet()
+
+
+def _reconnect_after_fork() -> None:
+    for store in list(_OPEN_STORES):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reconnect_after_fork)
 _COUNT = struct.Struct("<Q")
 
 

@@ -42,6 +42,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def exit_code_in_fork(check: Callable[[], bool], timeout: int = 5) -> int:
+    """Run ``check`` in a forked child: 0 if it returned true, 1 if false,
+    2 if it raised, and minus SIGALRM if it was still running (stuck on a
+    lock, say) after ``timeout`` seconds."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 2
+        try:
+            signal.alarm(timeout)
+            code = 0 if check() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def tool(name: str) -> str:
     """The path of an installed console script (pip, uv, twine, gunicorn).
 

@@ -331,6 +331,32 @@ def test_copied_file_is_listed_at_once_and_installs(
     assert installed(target) == {"late_arrival": "3.0"}
 
 
+def test_a_whole_tree_copied_in_is_listed(server_factory, packages_dir, tmp_path):
+    # More files than the change journal names one by one (the workers have
+    # no watchers of their own: they hear of it as one "rescan").
+    make_wheel(packages_dir, "already-here", "1.0")
+    server = server_factory(["--workers", "2", str(packages_dir)])
+    staging = tmp_path / "bulk"
+    staging.mkdir()
+    wheels = [make_wheel(staging, f"bulk-{n}", "1.0") for n in range(1001)]
+
+    staging.rename(packages_dir / "bulk")  # all at once: one event
+
+    last = wheels[-1]
+    took = wait_for(lambda: lists(server, "bulk-1000", last.name), 10 * APPEAR_WITHIN)
+    assert took is not None, server.log_text()
+    listed = server.get("/simple/").text
+    assert all(f"bulk-{n}/" in listed for n in range(1001))
+
+
+def test_workers_inherit_one_catalogue(server_factory, packages_dir):
+    make_wheel(packages_dir, "shared", "1.0")
+    server = server_factory(["--workers", "2", str(packages_dir)])
+    for _ in range(10):
+        assert lists(server, "shared", "shared-1.0-py3-none-any.whl")
+    assert server.log_text().count("catalogue of 1 projects, 1 files ready") == 1, server.log_text()
+
+
 def test_new_version_of_listed_project_is_installed(
     server_factory, packages_dir, tmp_path
 ):

@@ -3,10 +3,16 @@ one package directory and one state directory."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 from pathlib import Path
 
+import pytest
+from conftest import exit_code_in_fork
 from dists import make_wheel
 
+from pypiserver import index
 from pypiserver.index import Catalogue
 from pypiserver.state import StateStore
 from pypiserver.storage import DirectoryStorage
@@ -47,3 +53,44 @@ def test_notice_of_an_unchanged_file_changes_nothing(tmp_path):
 
     assert catalogue.revision("steady") == revision  # its pages stay cached
     assert catalogue.state.change_count() == count  # nothing for others to replay
+
+
+def test_a_large_batch_of_changes_reaches_the_others_as_one_rescan(tmp_path, monkeypatch):
+    monkeypatch.setattr(index, "_SHARED_CHANGES_MAX", 2)
+    root = tmp_path / "packages"
+    root.mkdir()
+    watching, serving = (_worker(root, tmp_path / "state") for _ in range(2))
+    copied = [make_wheel(root, f"bulk-{n}", "1.0") for n in range(3)]
+    offset = watching.state.journal_size()
+
+    watching.notice([w.name for w in copied])
+
+    recorded, _ = watching.state.changes_since(offset)
+    assert [c.kind for c in recorded] == ["rescan"]
+    assert all(serving.project(f"bulk-{n}") is not None for n in range(3))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_worker_forked_while_a_change_is_applied_gets_all_of_it(tmp_path):
+    root = tmp_path / "packages"
+    root.mkdir()
+    catalogue = _worker(root, tmp_path / "state")
+    applying, done = threading.Event(), threading.Event()
+
+    def watcher_thread() -> None:
+        # A change applied in steps, under the catalogue's lock.
+        with catalogue._write_lock:
+            applying.set()
+            shutil.copy(make_wheel(tmp_path, "half", "1.0"), root)
+            done.wait(0.3)
+            catalogue.refresh("half-1.0-py3-none-any.whl")
+
+    thread = threading.Thread(target=watcher_thread)
+    thread.start()
+    applying.wait(5)
+    # The fork waits for the change; the child can then take the lock.
+    code = exit_code_in_fork(
+        lambda: catalogue.project("half") is not None and catalogue._write_lock.acquire(timeout=2)
+    )
+    thread.join()
+    assert code == 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 
 import pytest
+from conftest import exit_code_in_fork
 
 from pypiserver.distributions import parse_filename
 from pypiserver.state import Change, Digests, FileFacts, StateStore
@@ -76,3 +79,31 @@ def test_records_from_two_stores_are_all_counted(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_uses_a_connection_and_lock_of_its_own(store):
+    # The server builds its catalogue, then forks its workers; meanwhile its
+    # watcher thread may be using the store.
+    store.save_facts("/p/" + WHEEL, _facts(), None)
+    holding, done = threading.Event(), threading.Event()
+
+    def busy_watcher() -> None:
+        with store._lock:
+            holding.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=busy_watcher)
+    thread.start()
+    holding.wait(5)
+    try:
+        child_wrote = exit_code_in_fork(
+            lambda: store.facts("/p/" + WHEEL) is not None
+            and store.save_facts("/p/child.whl", _facts(), None) is None
+        )
+    finally:
+        done.set()
+        thread.join()
+
+    assert child_wrote == 0
+    assert set(store.all_facts()) == {"/p/" + WHEEL, "/p/child.whl"}
