@@ -307,9 +307,9 @@ class Catalogue:
         # The journal's end before the scan: a change recorded during the
         # scan is replayed by the first request, not lost.
         journal_offset = self.state.journal_size()
-        found = [(s, s.location) for s in self.storage.scan()]
         known = self.state.all_facts(self._kept_digests)
-        unread = [s for s, where in found if not self._knows(known.get(where), s)]
+        found = [(s, known.get(s.location)) for s in self.storage.scan()]
+        unread = [s for s, facts in found if not self._knows(facts, s)]
         if unread:
             # Several worker processes may start at once over one tree: the
             # first reads the new files, the others then find them known.
@@ -317,11 +317,12 @@ class Catalogue:
                 known = self.state.all_facts(self._kept_digests)
                 unread = [s for s in unread if not self._knows(known.get(s.location), s)]
                 known.update(self._read_all(unread))
+            found = [(s, known.get(s.location)) for s, _ in found]
         with self._write_lock:
             self._journal_offset = journal_offset
             self._change_count = -1  # the first request replays any later lines
-            for stored, where in found:
-                self._learn(stored, known.get(where), [])
+            for stored, facts in found:
+                self._learn(stored, facts, [])
             self._load_yanks()
             self._invalidate(list(self._by_project))
         return len(unread)
@@ -507,7 +508,7 @@ class Catalogue:
         facts = cached
         # The cached parse of the name, unless the cache describes another file.
         dist = facts.dist if facts is not None else None
-        if dist is None or dist.filename != stored.filename:
+        if dist is None or (dist.filename != stored.relpath and dist.filename != stored.filename):
             dist = _parse(stored.filename)
         if dist is None:
             return set()
@@ -524,8 +525,10 @@ class Catalogue:
             relpath = dist.filename if stored.relpath == dist.filename else stored.relpath
             stored = StoredFile(stored.root, relpath, facts.size, facts.mtime_ns)
         self._files[stored.relpath] = (dist, stored, facts)
-        members = self._by_project.setdefault(dist.project, [])
-        if stored.relpath not in members:
+        members = self._by_project.get(dist.project)
+        if members is None:
+            self._by_project[dist.project] = [stored.relpath]
+        elif stored.relpath not in members:
             members.append(stored.relpath)
         return {dist.project}
 

@@ -96,6 +96,14 @@ class Digests(Mapping[str, str]):
         self.sha256: str = sha256
         self._more = tuple(more)  # usually the shared empty tuple
 
+    @classmethod
+    def of_sha256(cls, sha256: str) -> "Digests":
+        """Only a sha256 digest: what most files keep."""
+        digests = cls.__new__(cls)
+        digests.sha256 = sha256
+        digests._more = ()
+        return digests
+
     def __getitem__(self, name: str) -> str:
         if name == "sha256":
             return self.sha256
@@ -374,15 +382,20 @@ def _fact_columns(keep: Collection[str]) -> str:
 def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str]) -> FileFacts:
     """The facts of one cached row; ``share`` returns one string object for
     equal strings (``dict.setdefault`` of a dict kept for the whole read)."""
-    size, mtime_ns, sha256, md5, blake2b, other, requires_python, summary, metadata_sha256, name = row[:10]
-    more = [("md5", md5), ("blake2b_256", blake2b)]
-    if other:
-        more.extend(json.loads(other).items())
-    digests = Digests([("sha256", sha256), *((k, v) for k, v in more if v and k in keep)])
+    (
+        size, mtime_ns, sha256, md5, blake2b, other, requires_python, summary, metadata_sha256, name,
+        filename, dist_name, project, version, kind, python_version,
+    ) = row  # fmt: skip
+    if md5 is None and blake2b is None and other is None:
+        digests = Digests.of_sha256(sha256)  # the usual case, built without a loop
+    else:
+        more = [("md5", md5), ("blake2b_256", blake2b)]
+        if other:
+            more.extend(json.loads(other).items())
+        digests = Digests([("sha256", sha256), *((k, v) for k, v in more if v and k in keep)])
     # Loops written out: this runs for every file at every start.
-    dist_name, project, version, kind, python_version = row[11:]
     dist = Distribution(
-        row[10],  # the filename, unique to its row: nothing to share
+        filename,  # unique to its row: nothing to share
         share(dist_name, dist_name), share(project, project), share(version, version),
         share(kind, kind), share(python_version, python_version),
     )  # fmt: skip
