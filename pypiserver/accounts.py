@@ -21,9 +21,9 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable, Iterable, Literal, Mapping, Optional, Tuple
 
-from passlib.apache import HtpasswdFile, htpasswd_context
 
 __all__ = [
     "ACTIONS",
@@ -148,10 +148,19 @@ class _Snapshot:
 _EMPTY = _Snapshot(signature=None, hashes={}, dummy_hash=None)
 
 
+def _htpasswd() -> ModuleType:
+    """passlib's htpasswd support, imported when a password file is first
+    read: at a tenth of a second it is the slowest import of a server that
+    may need no passwords at all."""
+    import passlib.apache
+
+    return passlib.apache
+
+
 def _dummy_like(sample: bytes) -> bytes:
     """A hash of a random secret that costs as much to verify as ``sample``."""
     try:
-        handler = htpasswd_context.identify(sample, resolve=True)
+        handler = _htpasswd().htpasswd_context.identify(sample, resolve=True)
         rounds = getattr(handler.from_string(sample), "rounds", None)
         if rounds is not None:
             handler = handler.using(rounds=rounds)
@@ -171,7 +180,7 @@ def _pick_dummy(hashes: Mapping[str, bytes]) -> Optional[bytes]:
     samples: dict[str, bytes] = {}
     for hashed in hashes.values():
         try:
-            scheme = htpasswd_context.identify(hashed) or "?"
+            scheme = _htpasswd().htpasswd_context.identify(hashed) or "?"
         except ValueError:
             scheme = "?"
         schemes[scheme] += 1
@@ -192,7 +201,7 @@ def _load(path: str) -> _Snapshot:
         # leaves a stale signature, which triggers another load next time.
         signature = _stat_signature(os.fstat(fh.fileno()))
         data = fh.read()
-    parsed = HtpasswdFile.from_string(data)
+    parsed = _htpasswd().HtpasswdFile.from_string(data)
     hashes = {user: parsed.get_hash(user) for user in parsed.users()}
     return _Snapshot(signature, hashes, _pick_dummy(hashes))
 
@@ -225,7 +234,7 @@ class HtpasswdAuther:
             return False
         try:
             # passlib compares digests in constant time.
-            matches = bool(htpasswd_context.verify(password, hashed))
+            matches = bool(_htpasswd().htpasswd_context.verify(password, hashed))
         except (ValueError, TypeError):
             matches = False
         return matches and known is not None

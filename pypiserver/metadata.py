@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from packaging.metadata import parse_email
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -292,6 +291,10 @@ def parse_metadata(raw: bytes) -> CoreMetadata:
     to their first value, and an invalid ``Requires-Python`` is dropped, so
     one sloppy upload never hides a file from the index.
     """
+    # Imported here: only files read for the first time need it, and it
+    # brings in much of packaging, a twentieth of a second at every start.
+    from packaging.metadata import parse_email
+
     text = raw.decode("utf-8", errors="replace")
     try:
         parsed, unparsed = parse_email(text)
