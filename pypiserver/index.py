@@ -217,6 +217,9 @@ class Catalogue:
         #: Bumped for each project that changes: keys its rendered pages.
         self._project_revisions: dict[NormalizedName, int] = {}
         self._names: tuple[tuple[NormalizedName, str], ...] | None = None
+        #: Computed when first asked for, dropped when the project changes:
+        #: the project list shows every one after each upload.
+        self._display_names: dict[NormalizedName, str] = {}
         self._yanked_releases: dict[tuple[str, str], str] = {}
         self._yanked_files: dict[tuple[str, str], str] = {}
         self._yank_rows: frozenset = frozenset()
@@ -550,6 +553,7 @@ class Catalogue:
         changed = False
         for name in names:
             changed = True
+            self._display_names.pop(name, None)
             if self._by_project.get(name):
                 self._project_revisions[name] = next(self._revisions)
             else:
@@ -568,12 +572,15 @@ class Catalogue:
             return self._assemble(name, relpaths)
 
     def _display_name(self, name: NormalizedName) -> str:
-        # The same in every worker process, so their pages are identical; no
-        # version parsing, since this runs for every project of the list.
-        entries = [self._files[r] for r in self._by_project[name]]
-        sdists = [e for e in entries if e[0].kind == "sdist"]
-        dist, _, facts = max(sdists or entries, key=lambda e: e[0].filename)
-        return facts.metadata_name or dist.name
+        shown = self._display_names.get(name)
+        if shown is None:
+            # The same in every worker process, so their pages are identical;
+            # no version parsing, since this runs for every project of the list.
+            entries = [self._files[r] for r in self._by_project[name]]
+            sdists = [e for e in entries if e[0].kind == "sdist"]
+            dist, _, facts = max(sdists or entries, key=lambda e: e[0].filename)
+            shown = self._display_names[name] = facts.metadata_name or dist.name
+        return shown
 
     def _assemble(self, name: NormalizedName, relpaths: list[str]) -> Project:
         files = [self._indexed(*self._files[relpath]) for relpath in relpaths]
@@ -582,13 +589,12 @@ class Catalogue:
         return Project(name, self._display_name(name), tuple(files), revision)
 
     def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
-        return IndexedFile(
-            dist=dist,
-            stored=stored,
-            facts=facts,
-            signed=stored.relpath + SIGNATURE_SUFFIX in self._signatures,
-            yanked=self._yank_reason(dist.project, dist),
-        )
+        # Positional, and the yank lookup only for projects with yanks: a
+        # page's first request builds one of these per file.
+        signed = stored.relpath + SIGNATURE_SUFFIX in self._signatures
+        if dist.project not in self._yanked_projects:
+            return IndexedFile(dist, stored, facts, signed, None)
+        return IndexedFile(dist, stored, facts, signed, self._yank_reason(dist.project, dist))
 
     def _yank_reason(self, name: str, dist: Distribution) -> str | None:
         if name not in self._yanked_projects:
