@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, Iterable, Literal, Mapping, Optional, Tuple
 
-
 __all__ = [
     "ACTIONS",
     "AccessPolicy",

@@ -620,8 +620,9 @@ class Catalogue:
         self._yanked_projects = frozenset(y.project for y in rows)
         self._invalidate([p for p in touched if p in self._by_project])  # type: ignore[misc]
 
+
 #: Every catalogue of this process, for the fork handlers below.
-_LIVE: "weakref.WeakSet[Catalogue]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Catalogue] = weakref.WeakSet()
 _held_at_fork: list[threading.RLock] = []
 
 

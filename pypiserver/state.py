@@ -97,7 +97,7 @@ class Digests(Mapping[str, str]):
         self._more = tuple(more)  # usually the shared empty tuple
 
     @classmethod
-    def of_sha256(cls, sha256: str) -> "Digests":
+    def of_sha256(cls, sha256: str) -> Digests:
         """Only a sha256 digest: what most files keep."""
         digests = cls.__new__(cls)
         digests.sha256 = sha256
@@ -344,7 +344,8 @@ class StateStore:
 
 
 _BASE_DIGESTS = ("sha256", "md5", "blake2b_256")
-_OPEN_STORES: "weakref.WeakSet[StateStore]" = weakref.WeakSet()
+_COUNT = struct.Struct("<Q")
+_OPEN_STORES: weakref.WeakSet[StateStore] = weakref.WeakSet()
 
 
 def _reconnect_after_fork() -> None:
@@ -354,7 +355,6 @@ def _reconnect_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reconnect_after_fork)
-_COUNT = struct.Struct("<Q")
 
 
 def _map_counter(path: Path) -> mmap.mmap:

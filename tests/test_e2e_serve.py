@@ -331,7 +331,7 @@ def test_copied_file_is_listed_at_once_and_installs(
     assert installed(target) == {"late_arrival": "3.0"}
 
 
-def test_a_whole_tree_copied_in_is_listed(server_factory, packages_dir, tmp_path):
+def test_a_whole_tree_moved_in_is_listed(server_factory, packages_dir, tmp_path):
     # More files than the change journal names one by one (the workers have
     # no watchers of their own: they hear of it as one "rescan").
     make_wheel(packages_dir, "already-here", "1.0")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,14 +76,14 @@ def test_a_worker_forked_while_a_change_is_applied_gets_all_of_it(tmp_path):
     root = tmp_path / "packages"
     root.mkdir()
     catalogue = _worker(root, tmp_path / "state")
-    applying, done = threading.Event(), threading.Event()
+    applying = threading.Event()
 
     def watcher_thread() -> None:
         # A change applied in steps, under the catalogue's lock.
         with catalogue._write_lock:
             applying.set()
             shutil.copy(make_wheel(tmp_path, "half", "1.0"), root)
-            done.wait(0.3)
+            time.sleep(0.3)  # the fork is asked for meanwhile
             catalogue.refresh("half-1.0-py3-none-any.whl")
 
     thread = threading.Thread(target=watcher_thread)
