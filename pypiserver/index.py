@@ -413,6 +413,11 @@ class Catalogue:
             self.state.record(Change("rescan", "*"))
         elif changed:
             self.state.record(*(Change("file", relpath) for relpath in changed))
+        # Then catch up with the journal (only now: replaying it first would
+        # apply this very change unrecorded).  The process that forks the
+        # workers serves no request that would, and a worker it forks later
+        # starts from where it is.
+        self.sync()
 
     # -- writing --------------------------------------------------------------
 

@@ -3,6 +3,7 @@ one package directory and one state directory."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import threading
@@ -95,3 +96,18 @@ def test_a_worker_forked_while_a_change_is_applied_gets_all_of_it(tmp_path):
     )
     thread.join()
     assert code == 0
+
+
+def test_the_watching_process_keeps_up_with_the_journal(tmp_path):
+    # A worker forked from it later starts where it is, not at its start.
+    root = tmp_path / "packages"
+    root.mkdir()
+    watching, serving = (_worker(root, tmp_path / "state") for _ in range(2))
+    upload = make_wheel(tmp_path, "uploaded", "1.0")
+    serving.store(upload.name, io.BytesIO(upload.read_bytes()), overwrite=False)
+    copied = make_wheel(root, "copied", "1.0")
+
+    watching.notice([copied.name])
+
+    assert watching._journal_offset == watching.state.journal_size()
+    assert {"uploaded", "copied"} <= set(watching._by_project)
