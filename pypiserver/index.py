@@ -594,11 +594,8 @@ class Catalogue:
         return Project(name, self._display_name(name), tuple(files), revision)
 
     def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
-        # Positional, and the yank lookup only for projects with yanks: a
-        # page's first request builds one of these per file.
+        # Positional: a page's first request builds one of these per file.
         signed = stored.relpath + SIGNATURE_SUFFIX in self._signatures
-        if dist.project not in self._yanked_projects:
-            return IndexedFile(dist, stored, facts, signed, None)
         return IndexedFile(dist, stored, facts, signed, self._yank_reason(dist.project, dist))
 
     def _yank_reason(self, name: str, dist: Distribution) -> str | None:

@@ -7,10 +7,11 @@ The state directory (a dot-directory, never served) holds:
   is read again; and the yank state of releases and files.
 * ``changes.log`` — an append-only journal of the writes this server made
   (uploads, removals, yanks) and of the files its watchers saw change, and
-  ``changes.count``, eight bytes counting them.  Every worker process maps the counter into memory and reads it on
-  each request, which costs no system call; when it has moved, the worker
-  replays the journal lines it has not seen.  So an upload acknowledged by
-  one worker is listed by all on the next request.
+  ``changes.count``, eight bytes counting them.  Every worker process maps
+  the counter into memory and reads it on each request, which costs no
+  system call; when it has moved, the worker replays the journal lines it
+  has not seen.  So an upload acknowledged by one worker is listed by all on
+  the next request.
 * ``lock`` and ``changes.lock`` — empty files for advisory locks: of several
   workers starting at once, one reads the new files while the others wait;
   and two processes never lose each other's increment of the count.
