@@ -355,15 +355,19 @@ class Catalogue:
         if self.rescan_on_read:
             self.rescan()
             return
+        # Read before the journal: a change recorded meanwhile moves the
+        # count again, and the next request replays it.
         count = self.state.change_count()
         if count == self._change_count:
             return
         with self._write_lock:
-            # Noted before the journal is read: a change recorded meanwhile
-            # moves the count again, and the next request replays it.
-            self._change_count = count
+            if count == self._change_count:
+                return  # another thread applied it while this one waited
             changes, self._journal_offset = self.state.changes_since(self._journal_offset)
-            self._apply(changes)
+            rescanned = self._apply(changes)
+            # Noted only now: a thread that finds the count current must
+            # find its changes applied, not still being applied.
+            self._change_count = -1 if rescanned else count
 
     def rescan(self) -> list[str]:
         """Reconcile with the storage: learn new files, forget removed ones.
@@ -459,15 +463,18 @@ class Catalogue:
             self.state.record(Change("yank", "*"))
             self._load_yanks()
 
-    def _apply(self, changes: list[Change]) -> None:
+    def _apply(self, changes: list[Change]) -> bool:
+        """Apply journal lines; returns whether that took a rescan (after
+        which the lines recorded since it began are replayed)."""
         if any(c.kind == "rescan" for c in changes):
             self.rescan()
-            return
+            return True
         paths = {c.subject for c in changes if c.kind == "file"}
         for relpath in paths:
             self.refresh(relpath)
         if any(c.kind == "yank" for c in changes):
             self._load_yanks()
+        return False
 
     def _is_current(self, stored: StoredFile) -> bool:
         """Whether the catalogue has ``stored`` as it now is on disk."""

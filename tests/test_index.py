@@ -111,3 +111,26 @@ def test_the_watching_process_keeps_up_with_the_journal(tmp_path):
 
     assert watching._journal_offset == watching.state.journal_size()
     assert {"uploaded", "copied"} <= set(watching._by_project)
+
+
+def test_a_request_during_another_threads_replay_waits_for_it(tmp_path, monkeypatch):
+    root = tmp_path / "packages"
+    root.mkdir()
+    serving, uploading = (_worker(root, tmp_path / "state") for _ in range(2))
+    upload = make_wheel(tmp_path, "uploaded", "1.0")
+    uploading.store(upload.name, io.BytesIO(upload.read_bytes()), overwrite=False)
+    replaying = threading.Event()
+    refresh = serving.refresh
+
+    def slow_refresh(relpath: str) -> bool:
+        replaying.set()
+        time.sleep(0.3)  # a replay that takes a while
+        return refresh(relpath)
+
+    monkeypatch.setattr(serving, "refresh", slow_refresh)
+    first = threading.Thread(target=serving.sync)
+    first.start()
+    replaying.wait(5)
+    # The next request, on another thread, while the first replays.
+    assert serving.revision("uploaded") is not None
+    first.join()
