@@ -61,6 +61,9 @@ _PROGRESS_EVERY = 5000
 #: Up to this many paths seen changed by the watcher go to the journal one
 #: by one; more become one "rescan".
 _SHARED_CHANGES_MAX = 1000
+#: The facts snapshot is saved again at start when more than this part
+#: (1/n) of the files were not found in it as they are.
+_SNAPSHOT_STALE_PART = 20
 
 
 class NotFound(LookupError):
@@ -310,25 +313,63 @@ class Catalogue:
         # The journal's end before the scan: a change recorded during the
         # scan is replayed by the first request, not lost.
         journal_offset = self.state.journal_size()
-        known = self.state.all_facts(self._kept_digests)
-        found = [(s, known.get(s.location)) for s in self.storage.scan()]
-        unread = [s for s, facts in found if not self._knows(facts, s)]
+        known = self.state.snapshot(self._kept_digests)
+        from_snapshot = known is not None
+        if known is None:
+            known = self.state.all_facts(self._kept_digests)
+        with self._write_lock:
+            unknown = self._learn_known(self.storage.scan(), known)
+        unread = [s for s in unknown if not s.relpath.endswith(SIGNATURE_SUFFIX)]
+        missed = len(unread)
         if unread:
             # Several worker processes may start at once over one tree: the
             # first reads the new files, the others then find them known.
+            # Files changed since the snapshot are usually known too.
             with self.state.exclusive():
-                known = self.state.all_facts(self._kept_digests)
+                known = self.state.facts_for([s.location for s in unread], self._kept_digests)
                 unread = [s for s in unread if not self._knows(known.get(s.location), s)]
                 known.update(self._read_all(unread))
-            found = [(s, known.get(s.location)) for s, _ in found]
         with self._write_lock:
+            for stored in unknown:
+                self._learn(stored, known.get(stored.location), [])
             self._journal_offset = journal_offset
             self._change_count = -1  # the first request replays any later lines
-            for stored, facts in found:
-                self._learn(stored, facts, [])
             self._load_yanks()
             self._invalidate(list(self._by_project))
+            if not from_snapshot or missed > len(self._files) // _SNAPSHOT_STALE_PART:
+                self.state.save_snapshot(
+                    ((str(stored.root), stored.relpath, facts) for _, stored, facts in self._files.values()),
+                    self._kept_digests,
+                )
         return len(unread)
+
+    def _learn_known(self, scanned: Iterable[StoredFile], known: dict[str, FileFacts]) -> list[StoredFile]:
+        """Add each scanned file its cached facts still describe; returns
+        the others (new, changed, signatures) for :meth:`_learn`.  What
+        :meth:`_learn` does, in one loop: this runs for every file at start."""
+        unknown: list[StoredFile] = []
+        files, by_project = self._files, self._by_project
+        for stored in scanned:
+            facts = known.get(stored.location)
+            dist = facts.dist if facts is not None else None
+            if dist is None or not self._knows(facts, stored):
+                unknown.append(stored)
+                continue
+            relpath = stored.relpath
+            if relpath == dist.filename:
+                relpath = dist.filename
+            elif stored.filename != dist.filename:
+                unknown.append(stored)
+                continue
+            # One object for each value kept twice, as in _learn().
+            stored = StoredFile(stored.root, relpath, facts.size, facts.mtime_ns)
+            files[relpath] = (dist, stored, facts)
+            members = by_project.get(dist.project)
+            if members is None:
+                by_project[dist.project] = [relpath]
+            else:
+                members.append(relpath)
+        return unknown
 
     def _read_all(self, unread: list[StoredFile]) -> dict[str, FileFacts]:
         learnt: dict[str, FileFacts] = {}

@@ -5,6 +5,10 @@ The state directory (a dot-directory, never served) holds:
 * ``state.sqlite3`` — per file, what was learnt by reading it once (digests,
   core metadata), keyed by path, size and modification time so a changed file
   is read again; and the yank state of releases and files.
+* ``facts.snapshot`` — the facts of every file the catalogue listed at its
+  last start, in one marshal blob: a restart reads it instead of 60,000 rows
+  of the database.  It may be older than the database; the catalogue checks
+  each file's size and modification time against it, as against a row.
 * ``changes.log`` — an append-only journal of the writes this server made
   (uploads, removals, yanks) and of the files its watchers saw change, and
   ``changes.count``, eight bytes counting them.  Every worker process maps
@@ -21,10 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import mmap
 import os
+import secrets
 import sqlite3
 import struct
+import tempfile
 import threading
 import weakref
 from contextlib import contextmanager
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 #: Bump when the files table changes: it is a cache, rebuilt by reading the
 #: files again.
 _SCHEMA_VERSION = 4
+#: Bump when the layout of ``facts.snapshot`` changes.
+_SNAPSHOT_FORMAT = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -74,6 +83,9 @@ CREATE TABLE IF NOT EXISTS yanks (
     reason TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (project, version, filename)
 );
+-- Made up when the files table is created: the facts snapshot names the
+-- table it was taken from, and is not trusted beside another.
+CREATE TABLE IF NOT EXISTS identity (id TEXT NOT NULL);
 """
 
 
@@ -186,8 +198,14 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
                 self._db.execute("DROP TABLE IF EXISTS files")
+                self._db.execute("DROP TABLE IF EXISTS identity")
                 self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT id FROM identity").fetchone()
+            if row is None:
+                row = (secrets.token_hex(8),)
+                self._db.execute("INSERT INTO identity VALUES (?)", row)
+        self._identity: str = row[0]
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.directory / "state.sqlite3", check_same_thread=False, timeout=30)
@@ -239,20 +257,91 @@ class StateStore:
             return {row[0]: _facts(row[1:], digests, shared.setdefault) for row in rows}
 
     def facts(self, path: str, digests: Collection[str] = ("sha256",)) -> FileFacts | None:
+        return self.facts_for([path], digests).get(path)
+
+    def facts_for(self, paths: list[str], digests: Collection[str] = ("sha256",)) -> dict[str, FileFacts]:
+        """The facts of those of ``paths`` that have any."""
+        shared: dict[str, str] = {}
+        found: dict[str, FileFacts] = {}
         with self._lock:
-            row = self._db.execute(
-                f"SELECT {_fact_columns(digests)} FROM files WHERE path = ?", (path,)
-            ).fetchone()
-        return _facts(row, digests, {}.setdefault) if row else None
+            for chunk in _slices(paths):
+                rows = self._db.execute(
+                    f"SELECT path, {_fact_columns(digests)} FROM files"
+                    f" WHERE path IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update((row[0], _facts(row[1:], digests, shared.setdefault)) for row in rows)
+        return found
+
+    def snapshot(self, digests: Collection[str] = ("sha256",)) -> dict[str, FileFacts] | None:
+        """The facts :meth:`save_snapshot` saved with the same ``digests``
+        kept, by path, or None if there are none.  They may be out of date:
+        a file whose size or modification time differs is to be looked up
+        with :meth:`facts_for`."""
+        try:
+            with open(self.directory / _SNAPSHOT, "rb") as file, mmap.mmap(
+                file.fileno(), 0, access=mmap.ACCESS_READ
+            ) as data:
+                # Mapped, not read: a 20 MB bytes object would leave the
+                # heap that much larger for good.
+                header, columns = marshal.loads(data)
+            if header != self._snapshot_header(digests):
+                return None
+            return _facts_of_columns(columns)
+        except (OSError, EOFError, ValueError, TypeError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("ignoring the facts snapshot: %s", exc)
+            return None
+
+    def save_snapshot(
+        self, files: Iterable[tuple[str, str, FileFacts]], digests: Collection[str] = ("sha256",)
+    ) -> None:
+        """Replace the snapshot with the facts of ``files`` (root, path
+        below it, facts keeping only ``digests``).  Atomic: a reader finds
+        the old snapshot or the new one."""
+        if not hasattr(os, "fork"):
+            self._write_snapshot(files, digests)
+            return
+        # In a child process: marshal's bookkeeping for 60,000 files would
+        # leave this long-lived process's heap 10+ MB larger for good.
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                self._write_snapshot(files, digests)
+                status = 0
+            except BaseException:
+                log.exception("cannot save the facts snapshot")
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            log.warning("the facts snapshot was not saved (status %d)", status)
+
+    def _snapshot_header(self, digests: Collection[str]) -> tuple:
+        # A row of the files table is never deleted, only replaced when its
+        # file is read again: so the snapshot's facts hold while the file's
+        # size and modification time match, and their table keeps them.
+        return (_SNAPSHOT_FORMAT, self._identity, sorted(digests))
+
+    def _write_snapshot(self, files: Iterable[tuple[str, str, FileFacts]], digests: Collection[str]) -> None:
+        data = marshal.dumps((self._snapshot_header(digests), _columns(files)))
+        fd, temp = tempfile.mkstemp(prefix=".snapshot-", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o644)
+                out.write(data)
+            os.replace(temp, self.directory / _SNAPSHOT)
+        except BaseException:
+            os.unlink(temp)
+            raise
 
     def digests(self, paths: list[str]) -> dict[str, dict[str, str]]:
         """Every digest stored for each of ``paths`` (the JSON API shows md5
         and blake2b_256, which the catalogue does not keep in memory)."""
         found: dict[str, dict[str, str]] = {}
         with self._lock:
-            # In slices: SQLite limits the parameters of one statement.
-            for start in range(0, len(paths), 500):
-                chunk = paths[start : start + 500]
+            for chunk in _slices(paths):
                 rows = self._db.execute(
                     "SELECT path, sha256, md5, blake2b_256, other_digests FROM files"
                     f" WHERE path IN ({', '.join('?' * len(chunk))})",
@@ -345,6 +434,7 @@ class StateStore:
 
 
 _BASE_DIGESTS = ("sha256", "md5", "blake2b_256")
+_SNAPSHOT = "facts.snapshot"
 _COUNT = struct.Struct("<Q")
 _OPEN_STORES: weakref.WeakSet[StateStore] = weakref.WeakSet()
 
@@ -408,6 +498,61 @@ def _facts(row: tuple, keep: Collection[str], share: Callable[[str, str], str]) 
         name and share(name, name),
         dist,
     )  # fmt: skip
+
+
+def _slices(paths: list[str], size: int = 500) -> Iterator[list[str]]:
+    # SQLite limits the parameters of one statement.
+    for start in range(0, len(paths), size):
+        yield paths[start : start + size]
+
+
+# The snapshot is a list of columns, not of rows: a list refers to the
+# catalogue's own objects, where a row would be a tuple built for each file,
+# and 60,000 short-lived tuples mixed with what the catalogue keeps would
+# leave the heap megabytes larger for good, at saving and at loading.
+# marshal stores an object referred to twice once, and loads it as one.
+def _columns(files: Iterable[tuple[str, str, FileFacts]]) -> list[list]:
+    columns: list[list] = [[] for _ in range(15)]
+    add = [column.append for column in columns]
+    # Equal strings as one object (files read since the last start are not).
+    share = {}.setdefault
+    for root, relpath, facts in files:
+        dist = facts.dist
+        if dist is None:
+            raise ValueError("facts without a parsed filename cannot be saved")
+        digests = facts.digests
+        add[0](root)
+        add[1](relpath)
+        add[2](facts.size)
+        add[3](facts.mtime_ns)
+        # The bare sha256 when that is all, as it usually is.
+        add[4](digests["sha256"] if len(digests) == 1 else tuple(digests.items()))
+        add[5](facts.requires_python and share(facts.requires_python, facts.requires_python))
+        add[6](facts.summary and share(facts.summary, facts.summary))
+        add[7](facts.metadata_sha256)
+        add[8](facts.metadata_name and share(facts.metadata_name, facts.metadata_name))
+        add[9](dist.filename)
+        for column, value in enumerate(dist[1:], 10):
+            add[column](share(value, value))
+    return columns
+
+
+def _facts_of_columns(columns: list[list]) -> dict[str, FileFacts]:
+    facts: dict[str, FileFacts] = {}
+    new = tuple.__new__  # the tuples' own constructor, without a Python call
+    sha256_only = Digests.of_sha256
+    native = os.sep == "/"  # else paths are joined as StoredFile.location joins them
+    for (
+        root, relpath, size, mtime_ns, kept, requires_python, summary, metadata_sha256, name,
+        filename, dist_name, project, version, kind, python_version,
+    ) in zip(*columns, strict=True):  # fmt: skip
+        digests = sha256_only(kept) if type(kept) is str else Digests(kept)
+        dist = new(Distribution, (filename, dist_name, project, version, kind, python_version))
+        location = f"{root}/{relpath}" if native else str(Path(root, relpath))
+        facts[location] = new(
+            FileFacts, (size, mtime_ns, digests, requires_python, summary, metadata_sha256, name, dist)
+        )
+    return facts
 
 
 def _row(path: str, facts: FileFacts, metadata: bytes | None) -> tuple:

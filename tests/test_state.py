@@ -41,6 +41,42 @@ def test_facts_keep_only_the_digests_asked_for_and_the_rest_stay_on_disk(store):
     assert (kept.dist, kept.metadata_name, kept.summary) == (parse_filename(WHEEL), "Foo-Bar", "S")
 
 
+@pytest.mark.parametrize("fork", [True, False], ids=["saved by a child", "saved in process"])
+def test_a_snapshot_gives_back_the_facts_saved_in_it(store, monkeypatch, fork):
+    if not fork:
+        monkeypatch.delattr(os, "fork", raising=False)
+    elif not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    plain = _facts()._replace(digests=Digests([("sha256", "a" * 64)]), summary=None)
+    more = _facts()._replace(digests=Digests([("sha256", "e" * 64), ("md5", "f" * 32)]))
+    assert store.snapshot() is None  # none saved yet
+
+    store.save_snapshot([("/p", WHEEL, plain), ("/q", "sub/" + WHEEL, more)])
+
+    loaded = store.snapshot()
+    assert loaded == {f"/p{os.sep}{WHEEL}": plain, f"/q{os.sep}sub/{WHEEL}": more}
+    assert isinstance(loaded[f"/p{os.sep}{WHEEL}"].digests, Digests)
+    assert store.snapshot(("sha256", "md5")) is None  # saved keeping other digests
+
+
+def test_a_snapshot_is_not_trusted_beside_a_new_database(tmp_path):
+    first = StateStore(tmp_path / "state")
+    first.save_snapshot([("/p", WHEEL, _facts()._replace(digests=Digests([("sha256", "a" * 64)])))])
+    first.close()
+    for leftover in (tmp_path / "state").glob("state.sqlite3*"):
+        leftover.unlink()  # the database's rows (and core metadata) are gone
+
+    again = StateStore(tmp_path / "state")
+    assert again.snapshot() is None
+    again.close()
+
+
+def test_a_damaged_snapshot_is_ignored(store, caplog):
+    (store.directory / "facts.snapshot").write_bytes(b"\x00not marshal data")
+    assert store.snapshot() is None
+    assert "ignoring the facts snapshot" in caplog.text
+
+
 def test_digests_is_a_read_only_mapping():
     digests = Digests([("md5", "m"), ("sha256", "s")])
     assert digests["sha256"] == "s" and digests.get("md5") == "m"
