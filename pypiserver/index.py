@@ -707,6 +707,13 @@ def _collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:
+            # Straight into the oldest generation, where they belong: else
+            # the first collection after loading walks them all as young
+            # objects (0.1-0.2 s at 60,000 files).  Not when another part
+            # of the program has frozen objects, which this would thaw.
+            gc.freeze()
+            gc.unfreeze()
         if enabled:
             gc.enable()
 
