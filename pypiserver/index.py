@@ -337,16 +337,14 @@ class Catalogue:
             self._load_yanks()
             self._invalidate(list(self._by_project))
             if not from_snapshot or missed > len(self._files) // _SNAPSHOT_STALE_PART:
-                self.state.save_snapshot(
-                    ((str(stored.root), stored.relpath, facts) for _, stored, facts in self._files.values()),
-                    self._kept_digests,
-                )
+                self._save_snapshot()
         return len(unread)
 
     def _learn_known(self, scanned: Iterable[StoredFile], known: dict[str, FileFacts]) -> list[StoredFile]:
-        """Add each scanned file its cached facts still describe; returns
-        the others (new, changed, signatures) for :meth:`_learn`.  What
-        :meth:`_learn` does, in one loop: this runs for every file at start."""
+        """Add each scanned file its cached facts still describe to the
+        empty catalogue; returns the others (new, changed, signatures) for
+        :meth:`_learn`.  What :meth:`_learn` does, in one loop: this runs
+        for every file at start."""
         unknown: list[StoredFile] = []
         files, by_project = self._files, self._by_project
         for stored in scanned:
@@ -370,6 +368,10 @@ class Catalogue:
             else:
                 members.append(relpath)
         return unknown
+
+    def _save_snapshot(self) -> None:
+        entries = ((str(stored.root), stored.relpath, facts) for _, stored, facts in self._files.values())
+        self.state.save_snapshot(entries, self._kept_digests)
 
     def _read_all(self, unread: list[StoredFile]) -> dict[str, FileFacts]:
         learnt: dict[str, FileFacts] = {}
