@@ -61,8 +61,8 @@ _PROGRESS_EVERY = 5000
 #: Up to this many paths seen changed by the watcher go to the journal one
 #: by one; more become one "rescan".
 _SHARED_CHANGES_MAX = 1000
-#: The facts snapshot is saved again at start when more than this part
-#: (1/n) of the files were not found in it as they are.
+#: The facts snapshot is saved again at start when it is stale for more than
+#: this part (1/n) of the files: changed, added or removed since.
 _SNAPSHOT_STALE_PART = 20
 
 
@@ -317,10 +317,13 @@ class Catalogue:
         from_snapshot = known is not None
         if known is None:
             known = self.state.all_facts(self._kept_digests)
+        described = len(known)
         with self._write_lock:
             unknown = self._learn_known(self.storage.scan(), known)
         unread = [s for s in unknown if not s.relpath.endswith(SIGNATURE_SUFFIX)]
-        missed = len(unread)
+        # Files the snapshot does not describe as they are, and files it
+        # describes that are gone.
+        stale = len(unread) + max(0, described - len(self._files))
         if unread:
             # Several worker processes may start at once over one tree: the
             # first reads the new files, the others then find them known.
@@ -336,7 +339,7 @@ class Catalogue:
             self._change_count = -1  # the first request replays any later lines
             self._load_yanks()
             self._invalidate(list(self._by_project))
-            if not from_snapshot or missed > len(self._files) // _SNAPSHOT_STALE_PART:
+            if not from_snapshot or stale > len(self._files) // _SNAPSHOT_STALE_PART:
                 self._save_snapshot()
         return len(unread)
 

@@ -175,3 +175,20 @@ def test_files_changed_since_the_snapshot_are_known_from_the_table(tmp_path, mon
     assert {name: restarted.project(name).files for name in expected} == expected
     # Two of three files missed is more than the part that leaves it as it was.
     assert (tmp_path / "state" / "facts.snapshot").read_bytes() != snapshot
+
+
+def test_a_snapshot_describing_many_removed_files_is_saved_again(tmp_path):
+    root = tmp_path / "packages"
+    root.mkdir()
+    wheels = [make_wheel(root, f"gone-{n}", "1.0") for n in range(3)]
+    _worker(root, tmp_path / "state")
+    snapshot = tmp_path / "state" / "facts.snapshot"
+    before = snapshot.read_bytes()
+    for wheel in wheels[1:]:
+        wheel.unlink()
+
+    restarted = _worker(root, tmp_path / "state")
+
+    assert [p.name for p in restarted.projects()] == ["gone-0"]
+    assert snapshot.read_bytes() != before
+    assert list(restarted.state.snapshot()) == [str(wheels[0])]
