@@ -299,12 +299,15 @@ class StateStore:
         """Replace the snapshot with the facts of ``files`` (root, path
         below it, facts keeping only ``digests``).  Atomic: a reader finds
         the old snapshot or the new one."""
-        if not hasattr(os, "fork"):
-            self._write_snapshot(files, digests)
-            return
         # In a child process: marshal's bookkeeping for 60,000 files would
         # leave this long-lived process's heap 10+ MB larger for good.
-        pid = os.fork()
+        try:
+            pid = os.fork() if hasattr(os, "fork") else -1
+        except OSError:
+            pid = -1
+        if pid == -1:  # no fork() here, or none to be had: in this process
+            self._write_snapshot(files, digests)
+            return
         if pid == 0:
             status = 1
             try:
@@ -314,7 +317,10 @@ class StateStore:
                 log.exception("cannot save the facts snapshot")
             finally:
                 os._exit(status)
-        _, status = os.waitpid(pid, 0)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return  # reaped by a SIGCHLD handler of the program embedding us
         if status != 0:
             log.warning("the facts snapshot was not saved (status %d)", status)
 
