@@ -282,8 +282,8 @@ class StateStore:
             with open(self.directory / _SNAPSHOT, "rb") as file, mmap.mmap(
                 file.fileno(), 0, access=mmap.ACCESS_READ
             ) as data:
-                # Mapped, not read: a 20 MB bytes object would leave the
-                # heap that much larger for good.
+                # Mapped, not read: no copy of the file's bytes (14 MB at
+                # 60,000 files) in memory while they are decoded.
                 header, columns = marshal.loads(data)
             if header != self._snapshot_header(digests):
                 return None
@@ -335,8 +335,8 @@ class StateStore:
         fd, temp = tempfile.mkstemp(prefix=".snapshot-", dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as out:
-                os.fchmod(out.fileno(), 0o644)
                 out.write(data)
+            os.chmod(temp, 0o644)  # not mkstemp's 0600: as the other state files
             os.replace(temp, self.directory / _SNAPSHOT)
         except BaseException:
             os.unlink(temp)

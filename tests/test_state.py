@@ -58,6 +58,8 @@ def test_a_snapshot_gives_back_the_facts_saved_in_it(store, monkeypatch, fork):
     assert store.snapshot() is None  # none saved yet
 
     store.save_snapshot([("/p", WHEEL, plain), ("/q", "sub/" + WHEEL, more)])
+    if os.name == "posix":  # not mkstemp's 0600
+        assert (store.directory / "facts.snapshot").stat().st_mode & 0o777 == 0o644
 
     loaded = store.snapshot()
     assert loaded == {f"/p{os.sep}{WHEEL}": plain, f"/q{os.sep}sub/{WHEEL}": more}
