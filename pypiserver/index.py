@@ -373,7 +373,7 @@ class Catalogue:
         return unknown
 
     def _save_snapshot(self) -> None:
-        entries = ((str(stored.root), stored.relpath, facts) for _, stored, facts in self._files.values())
+        entries = ((stored.location, facts) for _, stored, facts in self._files.values())
         self.state.save_snapshot(entries, self._kept_digests)
 
     def _read_all(self, unread: list[StoredFile]) -> dict[str, FileFacts]:

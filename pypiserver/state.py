@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 #: files again.
 _SCHEMA_VERSION = 4
 #: Bump when the layout of ``facts.snapshot`` changes.
-_SNAPSHOT_FORMAT = 1
+_SNAPSHOT_FORMAT = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -282,7 +282,7 @@ class StateStore:
             with open(self.directory / _SNAPSHOT, "rb") as file, mmap.mmap(
                 file.fileno(), 0, access=mmap.ACCESS_READ
             ) as data:
-                # Mapped, not read: no copy of the file's bytes (14 MB at
+                # Mapped, not read: no copy of the file's bytes (16 MB at
                 # 60,000 files) in memory while they are decoded.
                 header, columns = marshal.loads(data)
             if header != self._snapshot_header(digests):
@@ -294,11 +294,10 @@ class StateStore:
             return None
 
     def save_snapshot(
-        self, files: Iterable[tuple[str, str, FileFacts]], digests: Collection[str] = ("sha256",)
+        self, files: Iterable[tuple[str, FileFacts]], digests: Collection[str] = ("sha256",)
     ) -> None:
-        """Replace the snapshot with the facts of ``files`` (root, path
-        below it, facts keeping only ``digests``).  Atomic: a reader finds
-        the old snapshot or the new one."""
+        """Replace the snapshot with ``files``: (path, facts keeping only
+        ``digests``).  Atomic: a reader finds the old snapshot or the new."""
         # In a child process: marshal's bookkeeping for 60,000 files would
         # leave this long-lived process's heap 10+ MB larger for good.
         try:
@@ -330,7 +329,7 @@ class StateStore:
         # size and modification time match, and their table keeps them.
         return (_SNAPSHOT_FORMAT, self._identity, sorted(digests))
 
-    def _write_snapshot(self, files: Iterable[tuple[str, str, FileFacts]], digests: Collection[str]) -> None:
+    def _write_snapshot(self, files: Iterable[tuple[str, FileFacts]], digests: Collection[str]) -> None:
         data = marshal.dumps((self._snapshot_header(digests), _columns(files)))
         fd, temp = tempfile.mkstemp(prefix=".snapshot-", dir=self.directory)
         try:
@@ -517,28 +516,27 @@ def _slices(paths: list[str], size: int = 500) -> Iterator[list[str]]:
 # and 60,000 short-lived tuples mixed with what the catalogue keeps would
 # leave the heap megabytes larger for good, at saving and at loading.
 # marshal stores an object referred to twice once, and loads it as one.
-def _columns(files: Iterable[tuple[str, str, FileFacts]]) -> list[list]:
-    columns: list[list] = [[] for _ in range(15)]
+def _columns(files: Iterable[tuple[str, FileFacts]]) -> list[list]:
+    columns: list[list] = [[] for _ in range(14)]
     add = [column.append for column in columns]
     # Equal strings as one object (files read since the last start are not).
     share = {}.setdefault
-    for root, relpath, facts in files:
+    for path, facts in files:
         dist = facts.dist
         if dist is None:
             raise ValueError("facts without a parsed filename cannot be saved")
         digests = facts.digests
-        add[0](root)
-        add[1](relpath)
-        add[2](facts.size)
-        add[3](facts.mtime_ns)
+        add[0](path)
+        add[1](facts.size)
+        add[2](facts.mtime_ns)
         # The bare sha256 when that is all, as it usually is.
-        add[4](digests["sha256"] if len(digests) == 1 else tuple(digests.items()))
-        add[5](facts.requires_python and share(facts.requires_python, facts.requires_python))
-        add[6](facts.summary and share(facts.summary, facts.summary))
-        add[7](facts.metadata_sha256)
-        add[8](facts.metadata_name and share(facts.metadata_name, facts.metadata_name))
-        add[9](dist.filename)
-        for column, value in enumerate(dist[1:], 10):
+        add[3](digests["sha256"] if len(digests) == 1 else tuple(digests.items()))
+        add[4](facts.requires_python and share(facts.requires_python, facts.requires_python))
+        add[5](facts.summary and share(facts.summary, facts.summary))
+        add[6](facts.metadata_sha256)
+        add[7](facts.metadata_name and share(facts.metadata_name, facts.metadata_name))
+        add[8](dist.filename)
+        for column, value in enumerate(dist[1:], 9):
             add[column](share(value, value))
     return columns
 
@@ -547,15 +545,13 @@ def _facts_of_columns(columns: list[list]) -> dict[str, FileFacts]:
     facts: dict[str, FileFacts] = {}
     new = tuple.__new__  # the tuples' own constructor, without a Python call
     sha256_only = Digests.of_sha256
-    native = os.sep == "/"  # else paths are joined as StoredFile.location joins them
     for (
-        root, relpath, size, mtime_ns, kept, requires_python, summary, metadata_sha256, name,
+        path, size, mtime_ns, kept, requires_python, summary, metadata_sha256, name,
         filename, dist_name, project, version, kind, python_version,
     ) in zip(*columns, strict=True):  # fmt: skip
         digests = sha256_only(kept) if type(kept) is str else Digests(kept)
         dist = new(Distribution, (filename, dist_name, project, version, kind, python_version))
-        location = f"{root}/{relpath}" if native else str(Path(root, relpath))
-        facts[location] = new(
+        facts[path] = new(
             FileFacts, (size, mtime_ns, digests, requires_python, summary, metadata_sha256, name, dist)
         )
     return facts

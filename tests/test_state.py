@@ -57,7 +57,7 @@ def test_a_snapshot_gives_back_the_facts_saved_in_it(store, monkeypatch, fork):
     more = _facts()._replace(digests=Digests([("sha256", "e" * 64), ("md5", "f" * 32)]))
     assert store.snapshot() is None  # none saved yet
 
-    store.save_snapshot([("/p", WHEEL, plain), ("/q", "sub/" + WHEEL, more)])
+    store.save_snapshot([(f"/p{os.sep}{WHEEL}", plain), (f"/q{os.sep}sub/{WHEEL}", more)])
     if os.name == "posix":  # not mkstemp's 0600
         assert (store.directory / "facts.snapshot").stat().st_mode & 0o777 == 0o644
 
@@ -69,7 +69,7 @@ def test_a_snapshot_gives_back_the_facts_saved_in_it(store, monkeypatch, fork):
 
 def test_a_snapshot_is_not_trusted_beside_a_new_database(tmp_path):
     first = StateStore(tmp_path / "state")
-    first.save_snapshot([("/p", WHEEL, _facts()._replace(digests=Digests([("sha256", "a" * 64)])))])
+    first.save_snapshot([("/p/" + WHEEL, _facts()._replace(digests=Digests([("sha256", "a" * 64)])))])
     first.close()
     for leftover in (tmp_path / "state").glob("state.sqlite3*"):
         leftover.unlink()  # the database's rows (and core metadata) are gone
