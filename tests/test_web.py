@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import io
 import json
@@ -159,6 +160,8 @@ def test_download_headers_head_range_and_conditional(make_app, root):
     assert "Content-Encoding" not in full.headers
     assert full.headers["Cache-Control"] == "public, max-age=3600"
     assert full.headers["Accept-Ranges"] == "bytes"
+    mtime = (root / "foo_bar-1.0.tar.gz").stat().st_mtime
+    assert full.headers["Last-Modified"] == email.utils.formatdate(mtime, usegmt=True)
     head = app.head(path)
     assert head.headers["Content-Length"] == str(len(data)) and head.body == b""
     part = app.get(path, headers={"Range": "bytes=0-9"}, status=206)

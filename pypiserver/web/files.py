@@ -225,7 +225,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 def _http_date(timestamp: float) -> str:
-    """An IMF-fixdate (RFC 9110), five times faster than email.utils."""
+    """An IMF-fixdate (RFC 9110), as email.utils.formatdate(usegmt=True)
+    writes it, in two thirds of the time."""
     t = time.gmtime(timestamp)
     return (
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year}"
