@@ -195,7 +195,7 @@ def _read_tar_sdist(path: Path) -> bytes | None:
     # Iterating a TarFile reads one header at a time, so the loop stops at
     # the first PKG-INFO instead of decompressing the whole archive to build
     # the member list first (getmembers() would).
-    with tarfile.open(path, mode="r:*") as archive:
+    with tarfile.open(path, mode=_tar_mode(path)) as archive:
         for member in archive:
             if not _is_top_level_pkg_info(member.name):
                 continue
@@ -214,6 +214,21 @@ def _read_tar_sdist(path: Path) -> bytes | None:
                 return _read_capped(stream, member.name)
     log.debug("no top-level PKG-INFO in %s", path)
     return None
+
+
+#: The compressions a tar sdist may use, by the bytes each begins with.
+_TAR_COMPRESSIONS = ((b"\x1f\x8b", "r:gz"), (b"BZh", "r:bz2"), (b"\xfd7zXZ\x00", "r:xz"))
+
+
+def _tar_mode(path: Path) -> str:
+    """How to open the tar sdist at ``path``: by what its first bytes say,
+    whatever its name says, and otherwise as an uncompressed tar.  Not
+    tarfile's "r:*", which also tries the legacy .lzma format: that has no
+    such mark, so any bytes start a stream, and a large file that is no
+    archive at all took seconds per 64 MiB to be found so."""
+    with path.open("rb") as stream:
+        head = stream.read(6)
+    return next((mode for magic, mode in _TAR_COMPRESSIONS if head.startswith(magic)), "r:")
 
 
 # --------------------------------------------------------------------------

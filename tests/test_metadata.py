@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import lzma
 import os
 import tarfile
 import zipfile
@@ -233,6 +235,27 @@ def test_truncated_tar_gz_gives_none(tmp_path: Path) -> None:
     data = sdist.read_bytes()
     sdist.write_bytes(data[: len(data) // 2])
     assert read_metadata_bytes(sdist, "sdist") is None
+
+
+@pytest.mark.parametrize("name", ["demo-1.0.tar.gz", "demo-1.0.tar"])
+def test_tar_sdist_in_the_legacy_lzma_format_is_not_read(tmp_path: Path, name: str) -> None:
+    # Unmarked data: any bytes would be decoded as a stream, so a large file
+    # that is no archive at all would take seconds to be found so.
+    plain = make_tar(tmp_path / "plain.tar", {"demo-1.0/PKG-INFO": PKG_INFO}).read_bytes()
+    sdist = tmp_path / name
+    sdist.write_bytes(lzma.compress(plain, format=lzma.FORMAT_ALONE))
+    assert read_metadata_bytes(sdist, "sdist") is None
+
+
+def test_tar_sdist_is_read_by_its_content_not_its_name(tmp_path: Path) -> None:
+    plain = make_tar(tmp_path / "plain.tar", {"demo-1.0/PKG-INFO": PKG_INFO}).read_bytes()
+    for name, data in (
+        ("demo-1.0.tar.gz", plain),
+        ("demo-1.0.tar", gzip.compress(plain)),
+        ("demo-1.0.tar.bz2", lzma.compress(plain)),
+    ):
+        (tmp_path / name).write_bytes(data)
+        assert read_metadata_bytes(tmp_path / name, "sdist") == PKG_INFO, name
 
 
 def test_tar_gz_stops_at_first_pkg_info(tmp_path: Path) -> None:
