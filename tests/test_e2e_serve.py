@@ -357,6 +357,42 @@ def test_workers_inherit_one_catalogue(server_factory, packages_dir):
     assert server.log_text().count("catalogue of 1 projects, 1 files ready") == 1, server.log_text()
 
 
+def test_slow_large_downloads_leave_threads_for_other_clients(server_factory, packages_dir):
+    # A download over 1 MiB holds one of its worker's threads while it is
+    # sent (README, --threads), so clients that stop reading must not hold
+    # up anyone else while there are threads to spare.
+    make_wheel(packages_dir, "small", "1.0")
+    with (packages_dir / "large-1.0.tar.gz").open("wb") as large:
+        large.truncate(64 << 20)  # far more than the socket buffers take
+    server = server_factory(
+        ["--server", "granian", "--workers", "1", "--threads", "3", str(packages_dir)]
+    )
+    stalled = [_stop_reading_download(server, "/packages/large-1.0.tar.gz") for _ in range(2)]
+    try:
+        started = time.monotonic()
+        page = http_get(server.url + "/simple/small/", timeout=5.0)
+        assert page.status == 200 and "small-1.0-py3-none-any.whl" in page.text
+        assert time.monotonic() - started < 5.0
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
+def _stop_reading_download(server: Server, path: str) -> socket.socket:
+    """A client that asks for ``path``, reads the response headers and then
+    nothing more."""
+    connection = socket.socket()
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection.settimeout(10.0)
+    connection.connect(("127.0.0.1", server.port))
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received and len(received) < 65536:
+        received += connection.recv(4096)
+    assert received.startswith(b"HTTP/1.1 200"), received[:200]
+    return connection
+
+
 def test_new_version_of_listed_project_is_installed(
     server_factory, packages_dir, tmp_path
 ):
