@@ -3,6 +3,7 @@ requests, compression, redirects and the externally visible base URL."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import zlib
@@ -179,6 +180,8 @@ def _matches(header: str | None, etag: str) -> bool:
     return etag in candidates
 
 
+# Clients send the same few headers over and over.
+@functools.lru_cache(maxsize=256)
 def _accepts_gzip(header: str | None) -> bool:
     if not header:
         return False
