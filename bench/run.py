@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -82,6 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=3,
         help="pip/uv resolutions per server; the median is reported",
+    )
+    parser.add_argument(
+        "--ours-options",
+        default="",
+        metavar="ARGS",
+        help='more command-line arguments for our server, e.g. "--threads 4"',
     )
     parser.add_argument(
         "--report",
@@ -341,7 +348,9 @@ def measure_ours(corpus: Corpus, args: argparse.Namespace, workdir: Path) -> Fig
     # The first start hashes every file (cold digest cache); the second reads
     # the cache the first one persisted, which is the everyday restart.
     shutil.rmtree(corpus.packages / ".pypiserver", ignore_errors=True)
-    spec = servers.ours_spec(corpus.packages, servers.free_port())
+    spec = servers.ours_spec(
+        corpus.packages, servers.free_port(), shlex.split(args.ours_options)
+    )
     cold = servers.start(spec, workdir, timeout=600)
     servers.stop(cold)
     log(f"  ours: cold start {cold.startup_seconds:.2f} s")
