@@ -369,10 +369,9 @@ def test_slow_large_downloads_leave_threads_for_other_clients(server_factory, pa
     )
     stalled = [_stop_reading_download(server, "/packages/large-1.0.tar.gz") for _ in range(2)]
     try:
-        started = time.monotonic()
+        # A request waiting for a thread would time out here.
         page = http_get(server.url + "/simple/small/", timeout=5.0)
         assert page.status == 200 and "small-1.0-py3-none-any.whl" in page.text
-        assert time.monotonic() - started < 5.0
     finally:
         for connection in stalled:
             connection.close()
