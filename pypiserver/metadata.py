@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 #: kilobytes (long READMEs reach a few hundred); the cap stops a small
 #: compressed archive from expanding into memory without bound.
 METADATA_LIMIT = 4 * 1024 * 1024
+#: How far into a compressed tar sdist, decompressed, PKG-INFO is looked
+#: for.  Passing a member means decompressing it (about 1 GB/s here), and
+#: gzip data can expand a thousandfold: without a bound a 100 MB upload
+#: could keep a worker busy for two minutes.  Real sdists are far smaller.
+TAR_SCAN_LIMIT = 1 << 30
 
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 
@@ -195,25 +200,33 @@ def _read_tar_sdist(path: Path) -> bytes | None:
     # Iterating a TarFile reads one header at a time, so the loop stops at
     # the first PKG-INFO instead of decompressing the whole archive to build
     # the member list first (getmembers() would).
-    with tarfile.open(path, mode=_tar_mode(path)) as archive:
+    mode = _tar_mode(path)
+    # An uncompressed archive skips a member by seeking: no bound needed.
+    limit = TAR_SCAN_LIMIT if mode != "r:" else None
+    with tarfile.open(path, mode=mode) as archive:
         for member in archive:
-            if not _is_top_level_pkg_info(member.name):
-                continue
-            if not member.isfile():
+            if _is_top_level_pkg_info(member.name):
+                if member.isfile():
+                    return _read_tar_member(archive, member, path)
                 # Symlinks and hardlinks could point anywhere in (or out of)
                 # the archive; the metadata must be a regular member.
                 log.debug("ignoring non-regular %s in %s", member.name, path)
-                continue
-            if member.size > METADATA_LIMIT:
-                log.debug("%s in %s is over the metadata limit", member.name, path)
+            if limit is not None and member.offset_data + member.size > limit:
+                log.warning("no PKG-INFO in the first %d bytes of %s: not looking further", limit, path)
                 return None
-            stream = archive.extractfile(member)
-            if stream is None:
-                return None
-            with stream:
-                return _read_capped(stream, member.name)
     log.debug("no top-level PKG-INFO in %s", path)
     return None
+
+
+def _read_tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> bytes | None:
+    if member.size > METADATA_LIMIT:
+        log.debug("%s in %s is over the metadata limit", member.name, path)
+        return None
+    stream = archive.extractfile(member)
+    if stream is None:
+        return None
+    with stream:
+        return _read_capped(stream, member.name)
 
 
 #: The compressions a tar sdist may use, by the bytes each begins with.

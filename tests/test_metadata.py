@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import pypiserver.metadata
 from pypiserver.metadata import (
     METADATA_LIMIT,
     CoreMetadata,
@@ -256,6 +257,23 @@ def test_tar_sdist_is_read_by_its_content_not_its_name(tmp_path: Path) -> None:
     ):
         (tmp_path / name).write_bytes(data)
         assert read_metadata_bytes(tmp_path / name, "sdist") == PKG_INFO, name
+
+
+@pytest.mark.parametrize(
+    ("name", "found"), [("demo-1.0.tar.gz", False), ("demo-1.0.tar.xz", False), ("demo-1.0.tar", True)]
+)
+def test_pkg_info_is_looked_for_only_so_far_into_a_compressed_tar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, found: bool
+) -> None:
+    # As a decompression bomb would have it: a large member first.
+    monkeypatch.setattr(pypiserver.metadata, "TAR_SCAN_LIMIT", 64 * 1024)
+    sdist = make_tar(
+        tmp_path / name,
+        {"demo-1.0/blob.bin": os.urandom(256 * 1024), "demo-1.0/PKG-INFO": PKG_INFO},
+    )
+    assert read_metadata_bytes(sdist, "sdist") == (PKG_INFO if found else None)
+    first = make_tar(tmp_path / f"first-{name}", {"demo-1.0/PKG-INFO": PKG_INFO, "demo-1.0/blob.bin": b"x" * 300_000})
+    assert read_metadata_bytes(first, "sdist") == PKG_INFO
 
 
 def test_tar_gz_stops_at_first_pkg_info(tmp_path: Path) -> None:
