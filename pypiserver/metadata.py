@@ -200,20 +200,22 @@ def _read_tar_sdist(path: Path) -> bytes | None:
     # Iterating a TarFile reads one header at a time, so the loop stops at
     # the first PKG-INFO instead of decompressing the whole archive to build
     # the member list first (getmembers() would).
-    mode = _tar_mode(path)
-    # An uncompressed archive skips a member by seeking: no bound needed.
-    limit = TAR_SCAN_LIMIT if mode != "r:" else None
-    with tarfile.open(path, mode=mode) as archive:
-        for member in archive:
-            if _is_top_level_pkg_info(member.name):
-                if member.isfile():
-                    return _read_tar_member(archive, member, path)
-                # Symlinks and hardlinks could point anywhere in (or out of)
-                # the archive; the metadata must be a regular member.
-                log.debug("ignoring non-regular %s in %s", member.name, path)
-            if limit is not None and member.offset_data + member.size > limit:
-                log.warning("no PKG-INFO in the first %d bytes of %s: not looking further", limit, path)
-                return None
+    with path.open("rb") as stream:
+        mode = _tar_mode(stream.read(6))
+        stream.seek(0)
+        # An uncompressed archive skips a member by seeking: no bound needed.
+        limit = TAR_SCAN_LIMIT if mode != "r:" else None
+        with tarfile.open(fileobj=stream, mode=mode) as archive:
+            for member in archive:
+                if _is_top_level_pkg_info(member.name):
+                    if member.isfile():
+                        return _read_tar_member(archive, member, path)
+                    # Symlinks and hardlinks could point anywhere in (or out
+                    # of) the archive; the metadata must be a regular member.
+                    log.debug("ignoring non-regular %s in %s", member.name, path)
+                if limit is not None and member.offset_data + member.size > limit:
+                    log.warning("no PKG-INFO in the first %d bytes of %s: not looking further", limit, path)
+                    return None
     log.debug("no top-level PKG-INFO in %s", path)
     return None
 
@@ -233,14 +235,12 @@ def _read_tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Pa
 _TAR_COMPRESSIONS = ((b"\x1f\x8b", "r:gz"), (b"BZh", "r:bz2"), (b"\xfd7zXZ\x00", "r:xz"))
 
 
-def _tar_mode(path: Path) -> str:
-    """How to open the tar sdist at ``path``: by what its first bytes say,
-    whatever its name says, and otherwise as an uncompressed tar.  Not
-    tarfile's "r:*", which also tries the legacy .lzma format: that has no
-    such mark, so any bytes start a stream, and a 64 MiB file that is no
+def _tar_mode(head: bytes) -> str:
+    """How to open a tar sdist that begins with ``head``: by what its first
+    bytes say, whatever its name says, and otherwise as an uncompressed tar.
+    Not tarfile's "r:*", which also tries the legacy .lzma format: that has
+    no such mark, so any bytes start a stream, and a 64 MiB file that is no
     archive at all took 13 s to be found so."""
-    with path.open("rb") as stream:
-        head = stream.read(6)
     return next((mode for magic, mode in _TAR_COMPRESSIONS if head.startswith(magic)), "r:")
 
 
