@@ -350,10 +350,21 @@ class Catalogue:
         for every file at start."""
         unknown: list[StoredFile] = []
         files, by_project = self._files, self._by_project
+        extra_digest = self._extra_digest
+        new = tuple.__new__  # the tuple's own constructor, without a Python call
+        root, directory = None, ""
         for stored in scanned:
-            facts = known.get(stored.location)
+            if stored.root is not root:
+                root = stored.root
+                directory = stored.location[: -len(stored.relpath)]
+            facts = known.get(directory + stored.relpath)  # stored.location, without building it
             dist = facts.dist if facts is not None else None
-            if dist is None or not self._knows(facts, stored):
+            if (
+                dist is None
+                or facts.size != stored.size
+                or facts.mtime_ns != stored.mtime_ns
+                or (extra_digest is not None and extra_digest not in facts.digests)
+            ):  # not self._knows(facts, stored), inlined
                 unknown.append(stored)
                 continue
             relpath = stored.relpath
@@ -363,7 +374,7 @@ class Catalogue:
                 unknown.append(stored)
                 continue
             # One object for each value kept twice, as in _learn().
-            stored = StoredFile(stored.root, relpath, facts.size, facts.mtime_ns)
+            stored = new(StoredFile, (root, relpath, facts.size, facts.mtime_ns))
             files[relpath] = (dist, stored, facts)
             members = by_project.get(dist.project)
             if members is None:

@@ -190,6 +190,7 @@ def _walk(root: Path, directory: str, prefix: str) -> Iterator[StoredFile]:
 
 
 def _files_in(root: Path, scanner: Iterator[os.DirEntry], prefix: str) -> Iterator[StoredFile]:
+    new = tuple.__new__  # the tuple's own constructor, without a Python call
     for entry in scanner:
         name = entry.name
         if name.startswith("."):
@@ -197,9 +198,9 @@ def _files_in(root: Path, scanner: Iterator[os.DirEntry], prefix: str) -> Iterat
         try:
             if entry.is_dir():
                 yield from _walk(root, entry.path, f"{prefix}{name}/")
-            elif is_served_name(name) and entry.is_file():
+            elif name.lower().endswith(_SUFFIXES) and entry.is_file():  # is_served_name(), inlined
                 stat = entry.stat()
-                yield StoredFile(root, prefix + name, stat.st_size, stat.st_mtime_ns)
+                yield new(StoredFile, (root, prefix + name, stat.st_size, stat.st_mtime_ns))
         except OSError:
             continue
 

@@ -140,6 +140,33 @@ def _unreadable(*args):
     raise AssertionError("a file was read again")
 
 
+def test_a_restart_over_two_roots_with_subdirectories_reads_nothing(tmp_path, monkeypatch):
+    # The start-up loop finds each file's facts by its root's path and its
+    # relpath: both parts must come out as the snapshot recorded them.
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "team" / "deep").mkdir(parents=True)
+    second.mkdir()
+    make_wheel(first, "top", "1.0")
+    make_wheel(first / "team" / "deep", "nested", "1.0")
+    make_wheel(second, "other", "2.0")
+
+    def worker() -> Catalogue:
+        catalogue = Catalogue(DirectoryStorage((first, second)), StateStore(tmp_path / "state"))
+        catalogue.load()
+        return catalogue
+
+    before = worker()
+    monkeypatch.setattr(index, "read_facts", _unreadable)
+    monkeypatch.setattr(StateStore, "all_facts", _unreadable)
+    monkeypatch.setattr(StateStore, "facts_for", _unreadable)
+    after = worker()
+
+    assert after.file("team/deep/nested-1.0-py3-none-any.whl") is not None
+    for name in ("top", "nested", "other"):
+        assert after.project(name).files == before.project(name).files
+    assert after.project("other").files[0].stored.root == second
+
+
 def test_a_restart_takes_every_fact_from_the_snapshot(tmp_path, monkeypatch):
     root = tmp_path / "packages"
     root.mkdir()
