@@ -170,7 +170,7 @@ def read_facts(path: str, dist: Distribution, extra_algorithm: str | None) -> tu
     raw = core_metadata.read_metadata_bytes(Path(path), dist.kind)
     requires_python = summary = metadata_sha256 = name = None
     if raw is not None:
-        parsed = core_metadata.parse_metadata(raw)
+        parsed = core_metadata.index_fields(raw)
         requires_python, summary = parsed.requires_python, parsed.summary
         metadata_sha256 = hashlib.sha256(raw).hexdigest()
         # Metadata naming another project is ignored: the filename decides.

@@ -20,7 +20,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
@@ -31,6 +31,8 @@ from .distributions import InvalidDistributionFilename, parse_filename
 __all__ = [
     "METADATA_LIMIT",
     "CoreMetadata",
+    "IndexFields",
+    "index_fields",
     "parse_metadata",
     "read_metadata_bytes",
 ]
@@ -359,6 +361,60 @@ def parse_metadata(raw: bytes) -> CoreMetadata:
         platform=several("platforms"),
         project_urls=_project_urls(fields, unparsed),
     )
+
+
+class IndexFields(NamedTuple):
+    """What the catalogue keeps of a file's core metadata, as
+    :func:`parse_metadata` gives them."""
+
+    name: str | None
+    summary: str | None
+    requires_python: str | None
+
+
+def index_fields(raw: bytes) -> IndexFields:
+    """``Name``, ``Summary`` and ``Requires-Python``, as :func:`parse_metadata`
+    reads them, read from the header lines directly when they are plain.
+
+    The first start reads every file, and the email parser behind
+    :func:`parse_metadata` was a fifth of the time it took per file.  Any
+    header block the email parser might read otherwise (a line that is not
+    a plain header, a folded value of these fields, a carriage return) goes
+    to :func:`parse_metadata` itself.
+    """
+    text = raw.decode("utf-8", errors="replace")
+    head = text.split("\n\n", 1)[0]
+    found: dict[str, str] = {}
+    lines = head.split("\n")
+    plain = "\r" not in head and not text.startswith("\n")
+    for number, line in enumerate(lines if plain else ()):
+        if not line:
+            break  # the end of a text that has no body
+        if line[:1] in (" ", "\t"):
+            continue  # a folded value: of a field not wanted here, see below
+        match = _PLAIN_HEADER.match(line)
+        if match is None:
+            plain = False
+            break
+        key = match[1].lower()
+        if key in _INDEX_FIELDS and key not in found:
+            following = lines[number + 1] if number + 1 < len(lines) else ""
+            if following[:1] in (" ", "\t"):
+                plain = False
+                break
+            found[key] = line[match.end() :].lstrip(" \t")
+    if not plain:
+        parsed = parse_metadata(raw)
+        return IndexFields(parsed.name, parsed.summary, parsed.requires_python)
+    return IndexFields(
+        found.get("name"), found.get("summary"), _requires_python(found.get("requires-python"))
+    )
+
+
+#: A header line as the email parser takes it: a name of printable ASCII
+#: without spaces or colons, then a colon.  (So not a "From " line.)
+_PLAIN_HEADER = re.compile(r"([\041-\071\073-\176]+):")
+_INDEX_FIELDS = frozenset({"name", "summary", "requires-python"})
 
 
 def _description(

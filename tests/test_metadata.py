@@ -16,6 +16,7 @@ import pypiserver.metadata
 from pypiserver.metadata import (
     METADATA_LIMIT,
     CoreMetadata,
+    index_fields,
     parse_metadata,
     read_metadata_bytes,
 )
@@ -535,6 +536,48 @@ def test_parse_metadata(raw: bytes, expected: dict[str, object]) -> None:
     parsed = parse_metadata(raw)
     assert isinstance(parsed, CoreMetadata)
     assert {key: getattr(parsed, key) for key in expected} == expected
+
+
+# Header blocks index_fields() reads itself, and ones it must leave to the
+# email parser; either way the three fields must be what parse_metadata gives.
+INDEX_FIELD_CASES = {
+    "plain": metadata("Summary: A demo", "Requires-Python: >=3.8"),
+    "no-body-no-newline": b"Name: demo\nSummary: x",
+    "body": metadata("Summary: s", body="Summary: not a header\n"),
+    "any-case-first-wins": metadata("summary:  first ", "SUMMARY: second", "name: other"),
+    "empty-values": metadata("Summary:", "Requires-Python:"),
+    "invalid-requires-python": metadata("Requires-Python: >=3.8 or so"),
+    "folded-summary": metadata("Summary: two", "  lines"),
+    "folded-other-field": metadata("Description: long", "        | more", "Summary: after"),
+    "continuation-first": b" stray\nName: demo\nSummary: s\n",
+    "crlf": WHEEL_METADATA,
+    "bare-cr": b"Name: demo\rSummary: s\r",
+    "not-a-header-line": metadata("Bad Header: x", "Summary: after the bad line"),
+    "space-before-colon": metadata("Summary : x"),
+    "from-line": b"From nobody\nName: demo\nSummary: s\n",
+    "empty-name": metadata(":value", "Summary: s"),
+    "leading-blank-line": b"\nName: demo\nSummary: s\n",
+    "encoded-word": metadata("Summary: =?utf-8?q?caf=C3=A9?="),
+    "line-separator-in-value": metadata("Summary: a\u2028b\x0bc"),
+    "invalid-utf8": b"Name: d\xffmo\nSummary: \xfe\n",
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("raw", INDEX_FIELD_CASES.values(), ids=INDEX_FIELD_CASES.keys())
+def test_index_fields_are_what_parse_metadata_reads(raw: bytes) -> None:
+    parsed = parse_metadata(raw)
+    assert index_fields(raw) == (parsed.name, parsed.summary, parsed.requires_python)
+
+
+def test_index_fields_of_plain_headers_need_no_email_parser(monkeypatch) -> None:
+    raw = metadata("Summary: A demo", "Requires-Python: >=3.8", "Description: x", "  folded")
+    monkeypatch.setattr(pypiserver.metadata, "parse_metadata", _not_called)
+    assert index_fields(raw) == ("demo", "A demo", ">=3.8")
+
+
+def _not_called(raw: bytes) -> CoreMetadata:
+    raise AssertionError("the email parser was used")
 
 
 def test_parse_wheel_metadata_round_trip() -> None:
