@@ -162,12 +162,18 @@ def read_facts(path: str, dist: Distribution, extra_algorithm: str | None) -> tu
     }
     if extra_algorithm and extra_algorithm not in hashers:
         hashers[extra_algorithm] = hashlib.new(extra_algorithm)
+    content = None
     with open(path, "rb") as stream:
         stat = os.fstat(stream.fileno())
+        if stat.st_size <= _CHUNK:
+            # Most files: read once, and their metadata found in these bytes.
+            content = chunk = stream.read()
+            for hasher in hashers.values():
+                hasher.update(chunk)
         while chunk := stream.read(_CHUNK):
             for hasher in hashers.values():
                 hasher.update(chunk)
-    raw = core_metadata.read_metadata_bytes(Path(path), dist.kind)
+    raw = core_metadata.read_metadata_bytes(Path(path), dist.kind, content)
     requires_python = summary = metadata_sha256 = name = None
     if raw is not None:
         parsed = core_metadata.index_fields(raw)

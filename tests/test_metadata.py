@@ -277,6 +277,60 @@ def test_pkg_info_is_looked_for_only_so_far_into_a_compressed_tar(
     assert read_metadata_bytes(first, "sdist") == PKG_INFO
 
 
+def _two_gzip_members(path: Path) -> Path:
+    # A valid .gz (gzip allows concatenated members), which the one-call
+    # decompression leaves to the streaming reader.
+    tar = make_tar(path.with_suffix(""), {"demo-1.0/PKG-INFO": PKG_INFO}).read_bytes()
+    path.write_bytes(gzip.compress(tar[:1024]) + gzip.compress(tar[1024:]))
+    return path
+
+
+def _damaged_gzip(path: Path) -> Path:
+    path.write_bytes(b"\x1f\x8b" + bytes(200))
+    return path
+
+
+# (how to make the archive in a directory, the metadata it holds)
+IN_MEMORY_CASES = {
+    "gz-first": (
+        lambda d: make_tar(d / "demo-1.0.tar.gz", {"demo-1.0/PKG-INFO": PKG_INFO, "demo-1.0/a.py": b""}),
+        PKG_INFO,
+    ),
+    "gz-later": (
+        lambda d: make_tar(d / "demo-1.0.tar.gz", {"demo-1.0/a.py": b"x" * 5000, "demo-1.0/PKG-INFO": PKG_INFO}),
+        PKG_INFO,
+    ),
+    "gz-none": (lambda d: make_tar(d / "demo-1.0.tar.gz", {"demo-1.0/a.py": b""}), None),
+    "gz-over-in-memory-limit": (
+        lambda d: make_tar(d / "demo-1.0.tar.gz", {"demo-1.0/big.bin": bytes(300_000), "demo-1.0/PKG-INFO": PKG_INFO}),
+        PKG_INFO,
+    ),
+    "gz-two-members": (lambda d: _two_gzip_members(d / "demo-1.0.tar.gz"), PKG_INFO),
+    "gz-damaged": (lambda d: _damaged_gzip(d / "demo-1.0.tar.gz"), None),
+    "xz": (lambda d: make_tar(d / "demo-1.0.tar.xz", {"demo-1.0/PKG-INFO": PKG_INFO}), PKG_INFO),
+    "plain-tar": (lambda d: make_tar(d / "demo-1.0.tar", {"demo-1.0/PKG-INFO": PKG_INFO}), PKG_INFO),
+    "zip-sdist": (lambda d: make_zip(d / "demo-1.0.zip", {"demo-1.0/PKG-INFO": PKG_INFO}), PKG_INFO),
+    "wheel": (
+        lambda d: make_zip(d / "demo-1.0-py3-none-any.whl", {"demo-1.0.dist-info/METADATA": WHEEL_METADATA}),
+        WHEEL_METADATA,
+    ),
+    "egg": (lambda d: make_zip(d / "demo-1.0-py3.11.egg", {"EGG-INFO/PKG-INFO": PKG_INFO}), PKG_INFO),
+}
+
+
+@pytest.mark.parametrize(("make", "expected"), IN_MEMORY_CASES.values(), ids=IN_MEMORY_CASES.keys())
+def test_metadata_from_the_bytes_already_read_is_what_the_file_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make, expected: bytes | None
+) -> None:
+    monkeypatch.setattr(pypiserver.metadata, "TAR_IN_MEMORY_LIMIT", 100_000)
+    path = make(tmp_path)
+    kind = {".whl": "wheel", ".egg": "egg"}.get(path.suffix, "sdist")
+    assert read_metadata_bytes(path, kind) == expected
+    content = path.read_bytes()
+    path.unlink()  # so nothing can come from the file itself
+    assert read_metadata_bytes(path, kind, content) == expected
+
+
 def test_tar_gz_stops_at_first_pkg_info(tmp_path: Path) -> None:
     # Damage after PKG-INFO is never reached: the reader does not list the
     # whole archive before looking.
