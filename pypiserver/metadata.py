@@ -162,21 +162,24 @@ def _read_zip_member(source: Path | IO[bytes], path: Path, member: str) -> bytes
 
 
 def _read_zip_info(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
-    # The declared size is checked first because it is free; the bounded
-    # read below is what actually holds, since the header can lie.
     if info.file_size > METADATA_LIMIT:
         log.debug(
             "%s is %d bytes, over the metadata limit", info.filename, info.file_size
         )
         return None
     with archive.open(info) as stream:
-        return _read_capped(stream, info.filename)
+        return _read_declared(stream, info.filename, info.file_size)
 
 
-def _read_capped(stream: IO[bytes], member: str) -> bytes | None:
-    data = stream.read(METADATA_LIMIT + 1)
-    if len(data) > METADATA_LIMIT:
-        log.debug("%s is over the metadata limit of %d bytes", member, METADATA_LIMIT)
+def _read_declared(stream: IO[bytes], member: str, declared: int) -> bytes | None:
+    """The ``declared`` bytes of a member, at most :data:`METADATA_LIMIT`
+    (callers check that first); None if the member holds more than its
+    header says, which could otherwise get past the limit."""
+    # Not read(METADATA_LIMIT + 1): a read allocates what it asks for, and
+    # 4 MiB per file took 50 us, a tenth of reading a small sdist.
+    data = stream.read(declared + 1)
+    if len(data) > declared:
+        log.debug("%s holds more than the %d bytes its header says", member, declared)
         return None
     return data
 
@@ -261,7 +264,7 @@ def _read_tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Pa
     if stream is None:
         return None
     with stream:
-        return _read_capped(stream, member.name)
+        return _read_declared(stream, member.name, member.size)
 
 
 #: The compressions a tar sdist may use, by the bytes each begins with.

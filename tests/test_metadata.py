@@ -331,6 +331,14 @@ def test_metadata_from_the_bytes_already_read_is_what_the_file_gives(
     assert read_metadata_bytes(path, kind, content) == expected
 
 
+def test_a_member_longer_than_its_header_says_is_not_read() -> None:
+    # No standard library reader gives such a stream today; the limit must
+    # not depend on that.
+    read = pypiserver.metadata._read_declared
+    assert read(io.BytesIO(PKG_INFO), "PKG-INFO", len(PKG_INFO)) == PKG_INFO
+    assert read(io.BytesIO(PKG_INFO + b"more"), "PKG-INFO", len(PKG_INFO)) is None
+
+
 def test_tar_gz_stops_at_first_pkg_info(tmp_path: Path) -> None:
     # Damage after PKG-INFO is never reached: the reader does not list the
     # whole archive before looking.
