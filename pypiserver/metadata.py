@@ -60,10 +60,6 @@ TAR_IN_MEMORY_LIMIT = 4 * 1024 * 1024
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 
 
-class _MemberTooLarge(Exception):
-    """A metadata member is over :data:`METADATA_LIMIT` bytes."""
-
-
 # --------------------------------------------------------------------------
 # Reading the bytes
 
@@ -174,7 +170,8 @@ def _read_zip_info(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | N
 def _read_declared(stream: IO[bytes], member: str, declared: int) -> bytes | None:
     """The ``declared`` bytes of a member, at most :data:`METADATA_LIMIT`
     (callers check that first); None if the member holds more than its
-    header says, which could otherwise get past the limit."""
+    header says.  The read stops one byte past that, so the limit holds
+    whatever the archive reader does with a lying header."""
     # Not read(METADATA_LIMIT + 1): a read allocates what it asks for, and
     # 4 MiB per file took 50 us, a tenth of reading a small sdist.
     data = stream.read(declared + 1)
@@ -221,6 +218,7 @@ def _read_tar_sdist(stream: IO[bytes], path: Path) -> bytes | None:
     # the member list first (getmembers() would).
     mode = _tar_mode(stream.read(6))
     stream.seek(0)
+    # Bytes already in memory (from read_facts): a file is streamed as is.
     if mode == "r:gz" and isinstance(stream, io.BytesIO):
         tar = _gunzipped(stream.getvalue())
         if tar is not None:
