@@ -6,6 +6,7 @@ import gzip
 import io
 import lzma
 import os
+import random
 import tarfile
 import zipfile
 from pathlib import Path
@@ -630,6 +631,29 @@ INDEX_FIELD_CASES = {
 def test_index_fields_are_what_parse_metadata_reads(raw: bytes) -> None:
     parsed = parse_metadata(raw)
     assert index_fields(raw) == (parsed.name, parsed.summary, parsed.requires_python)
+
+
+_HEADER_PIECES = [
+    "Metadata-Version: 2.1", "Name: Foo", "name: other", "NAME:Bar", "Summary: hello world",
+    "Summary:", "summary:   spaced  ", "Summary: two\n  lines", "Requires-Python: >=3.8",
+    "Requires-Python: junk!!", "requires-python:  >=3.7 ,<4 ", "Requires-Python:", "Version: 1.0",
+    "Description: long\n        | more\n        |", "From nobody", "Bad Header: x", "X-Odd:value",
+    " leading continuation", "\tTabbed", "Summary: =?utf-8?q?caf=C3=A9?=", "Name: Caf\u00e9",
+    "Summary: a\u2028b", "Keywords: a,b", ":empty name", "Summary : spaced colon",
+]  # fmt: skip
+_HEADER_ENDS = ["", "\n", "\n\n", "\n\nBody text\n", "\r\n", "\n\nSummary: in body\n"]
+
+
+def test_index_fields_agree_with_parse_metadata_on_random_header_blocks() -> None:
+    # A fixed seed: the same 2,000 blocks every run, mixing the plain lines
+    # read directly with every kind that must go to the email parser.
+    rng = random.Random(5)
+    for _ in range(2000):
+        lines = [rng.choice(_HEADER_PIECES) for _ in range(rng.randint(0, 7))]
+        text = rng.choice(["\n", "\n", "\r\n"]).join(lines) + rng.choice(_HEADER_ENDS)
+        raw = text.encode() + (b"\xff" if rng.random() < 0.05 else b"")
+        parsed = parse_metadata(raw)
+        assert index_fields(raw) == (parsed.name, parsed.summary, parsed.requires_python), raw
 
 
 def test_index_fields_of_plain_headers_need_no_email_parser(monkeypatch) -> None:
