@@ -184,10 +184,20 @@ _JSON_BOOL = {True: "true", False: "false"}
 
 
 def _iso8601(file: IndexedFile) -> str:
-    # From the integer mtime, not file.upload_time: a datetime costs several
-    # times more, and a page of many files calls this often.
+    """The file's upload time, as PEP 700 writes it, in UTC."""
+    # From the integer mtime, not file.upload_time (a datetime costs several
+    # times more), and the date from a cache (files share days): 2.4 against
+    # 4.1 us with strftime, and a page of many files calls this often.
     seconds, nanoseconds = divmod(file.facts.mtime_ns, 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanoseconds // 1000:06d}Z"
+    days, second = divmod(seconds, 86_400)
+    return "%s%02d:%02d:%02d.%06dZ" % (
+        _iso_date(days), second // 3600, second // 60 % 60, second % 60, nanoseconds // 1000
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso_date(days: int) -> str:
+    return time.strftime("%Y-%m-%dT", time.gmtime(days * 86_400))
 
 
 def _pypi_file(file: IndexedFile, files_url: str, digests: Mapping[str, str]) -> dict[str, Any]:

@@ -306,6 +306,26 @@ def test_json_page_text_is_what_json_dumps_would_write():
         assert yanked["yanked"] is True
 
 
+def test_upload_time_is_the_mtime_in_utc_to_the_microsecond() -> None:
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    from pypiserver import render
+
+    special = [
+        0, 1, 999_999_999, -1, -86_400 * 10**9 - 1,  # the epoch and before it
+        951_782_400 * 10**9,  # 2000-02-29
+        1_700_006_399 * 10**9 + 999_999_999,  # the last microsecond of a day
+        4_102_444_800 * 10**9 + 5_000,  # 2100
+    ]  # fmt: skip
+    spread = [n * 7_919_000_123_457 for n in range(0, 600_000, 6_007)]  # 1970 to 2120
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    for mtime_ns in special + spread:
+        file = SimpleNamespace(facts=SimpleNamespace(mtime_ns=mtime_ns))
+        expected = epoch + timedelta(microseconds=mtime_ns // 1000)
+        assert render._iso8601(file) == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), mtime_ns
+
+
 def test_json_has_no_dist_info_metadata_key(app):
     """PEP 714: JSON responses carry only the ``core-metadata`` name."""
     body = app.get("/simple/foo-bar/", headers={"Accept": JSON_V1}).text
