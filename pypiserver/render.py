@@ -190,7 +190,8 @@ def _iso8601(file: IndexedFile) -> str:
     # 4.1 us with strftime, and a page of many files calls this often.
     seconds, nanoseconds = divmod(file.facts.mtime_ns, 1_000_000_000)
     days, second = divmod(seconds, 86_400)
-    return "%s%02d:%02d:%02d.%06dZ" % (
+    # %-formatting: an f-string with the same format specs took 3.4 us.
+    return "%s%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
         _iso_date(days), second // 3600, second // 60 % 60, second % 60, nanoseconds // 1000
     )
 
