@@ -167,12 +167,13 @@ def read_facts(path: str, dist: Distribution, extra_algorithm: str | None) -> tu
         stat = os.fstat(stream.fileno())
         if stat.st_size <= _CHUNK:
             # Most files: read once, and their metadata found in these bytes.
-            content = chunk = stream.read()
+            content = stream.read()
             for hasher in hashers.values():
-                hasher.update(chunk)
-        while chunk := stream.read(_CHUNK):
-            for hasher in hashers.values():
-                hasher.update(chunk)
+                hasher.update(content)
+        else:
+            while chunk := stream.read(_CHUNK):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
     raw = core_metadata.read_metadata_bytes(Path(path), dist.kind, content)
     requires_python = summary = metadata_sha256 = name = None
     if raw is not None:
@@ -356,7 +357,6 @@ class Catalogue:
         for every file at start."""
         unknown: list[StoredFile] = []
         files, by_project = self._files, self._by_project
-        extra_digest = self._extra_digest
         new = tuple.__new__  # the tuple's own constructor, without a Python call
         root, directory = None, ""
         for stored in scanned:
@@ -365,12 +365,7 @@ class Catalogue:
                 directory = stored.location[: -len(stored.relpath)]
             facts = known.get(directory + stored.relpath)  # stored.location, without building it
             dist = facts.dist if facts is not None else None
-            if (
-                dist is None
-                or facts.size != stored.size
-                or facts.mtime_ns != stored.mtime_ns
-                or (extra_digest is not None and extra_digest not in facts.digests)
-            ):  # not self._knows(facts, stored), inlined
+            if dist is None or not self._knows(facts, stored):
                 unknown.append(stored)
                 continue
             relpath = stored.relpath

@@ -198,7 +198,7 @@ def _files_in(root: Path, scanner: Iterator[os.DirEntry], prefix: str) -> Iterat
         try:
             if entry.is_dir():
                 yield from _walk(root, entry.path, f"{prefix}{name}/")
-            elif name.lower().endswith(_SUFFIXES) and entry.is_file():  # is_served_name(), inlined
+            elif is_served_name(name) and entry.is_file():
                 stat = entry.stat()
                 yield new(StoredFile, (root, prefix + name, stat.st_size, stat.st_mtime_ns))
         except OSError:
