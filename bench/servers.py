@@ -9,6 +9,7 @@ tree, read from ``/proc``.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 __all__ = [
     "RunningServer",
     "ServerSpec",
+    "compile_package",
     "ensure_tools",
     "free_port",
     "install_upstream",
@@ -174,6 +176,30 @@ def tree_memory(pid: int) -> dict[str, float]:
 
 
 # -- the three servers --------------------------------------------------------
+
+
+def compile_package(name: str, timeout: float = 120) -> Path | None:
+    """Compile the installed package ``name`` to bytecode, as ``pip install``
+    does, and return its directory (None if it is not installed).
+
+    Ours is usually run from a work tree (``pip install -e``), where nothing
+    compiles it ahead; with ``PYTHONDONTWRITEBYTECODE`` set, every start would
+    then compile each of its modules again, and the start-up figures would
+    time the compiler (0.2 s of a 1.6 s warm start here) rather than the
+    server an installation runs.
+    """
+    spec = importlib.util.find_spec(name)  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    directory = Path(next(iter(spec.submodule_search_locations)))
+    # Not checked: a package installed read-only was compiled when installed.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(directory)],
+        stdout=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
+    return directory
 
 
 def _ours_executable() -> list[str]:

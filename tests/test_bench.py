@@ -1,12 +1,15 @@
 """The benchmark's corpus generator makes valid, self-contained distributions.
 
-Only the generator is exercised here (N = 5, well under a second); the
-benchmark itself starts servers and load generators and is never run by tests.
+Only the generator and the bytecode step are exercised here (N = 5, well
+under a second); the benchmark itself starts servers and load generators and
+is never run by tests.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import sys
 import tarfile
@@ -24,6 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench import corpus as bench_corpus
+from bench import servers as bench_servers
 
 N = 5
 
@@ -105,3 +109,19 @@ def test_upload_files_are_new_projects(corpus):
     uploaded = {parse_filename(p.name).project for p in corpus.uploads}
     assert len(corpus.uploads) == bench_corpus.UPLOAD_COUNT
     assert not uploaded & {normalize_name(n) for n in corpus.projects}
+
+
+def test_the_package_timed_is_compiled_as_an_installation_is(tmp_path, monkeypatch):
+    # Written here, never imported: only the bytecode step can compile it.
+    package = tmp_path / "bench_compiled_pkg"
+    (package / "sub").mkdir(parents=True)
+    modules = [package / "__init__.py", package / "sub" / "__init__.py", package / "sub" / "mod.py"]
+    for module in modules:
+        module.write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+
+    assert bench_servers.compile_package("bench_compiled_pkg") == package
+    for module in modules:
+        assert Path(importlib.util.cache_from_source(str(module))).is_file(), module
+    assert bench_servers.compile_package("bench_no_such_package_here") is None
