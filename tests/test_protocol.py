@@ -749,7 +749,16 @@ def test_copied_file_changes_etag_within_a_second(app, root):
     assert listing.status_int == 200 and "brand-new" in listing.text
 
 
-def test_gzip_a_large_project_page(make_app, tmp_path):
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+def test_gzip_a_large_project_page(make_app, tmp_path, monkeypatch, deflate):
+    from pypiserver.web import responses
+
+    if deflate == "isal":
+        # Installed with pypiserver where it has wheels, as here: it must be used.
+        pytest.importorskip("isal")
+        assert responses.isal_zlib is not None
+    else:  # where it has none
+        monkeypatch.setattr(responses, "isal_zlib", None)
     root = tmp_path / "many"
     root.mkdir()
     for minor in range(30):
