@@ -345,8 +345,8 @@ def serve_and_measure(
 
 
 def measure_ours(corpus: Corpus, args: argparse.Namespace, workdir: Path) -> Figures:
-    # The first start hashes every file (cold digest cache); the second reads
-    # the cache the first one persisted, which is the everyday restart.
+    # The first start hashes every file (cold digest cache); the later ones
+    # read the cache the first one persisted, which is the everyday restart.
     shutil.rmtree(corpus.packages / ".pypiserver", ignore_errors=True)
     servers.compile_package("pypiserver")
     spec = servers.ours_spec(
