@@ -282,6 +282,13 @@ class Catalogue:
         # Built alone: a download need not assemble the whole project.
         return None if entry is None else self._indexed(*entry)
 
+    def stored_file(self, relpath: str) -> tuple[StoredFile, FileFacts] | None:
+        """The distribution at ``relpath`` and what reading it taught us: all
+        a download needs, without the signature and yank lookups of file()."""
+        self.sync()
+        entry = self._files.get(relpath)
+        return None if entry is None else entry[1:]
+
     def signature(self, relpath: str) -> StoredFile | None:
         self.sync()
         return self._signatures.get(relpath)

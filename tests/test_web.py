@@ -172,6 +172,19 @@ def test_download_headers_head_range_and_conditional(make_app, root):
     app.get(path, headers={"If-Modified-Since": full.headers["Last-Modified"]}, status=304)
 
 
+def test_each_download_is_dated_by_its_own_file(app, root):
+    # Dates are cached by the second: a file touched since, or another file,
+    # must not be sent a date cached for a different second.
+    paths = {name: root / name for name in ("foo_bar-1.0.tar.gz", "dep-2.0-py3-none-any.whl")}
+    for seconds in (1_500_000_000, 1_600_000_000.7):
+        for n, path in enumerate(paths.values()):
+            os.utime(path, (seconds + n, seconds + n))
+        for n, name in enumerate(paths):
+            response = app.get(f"/packages/{name}")
+            expected = email.utils.formatdate(int(seconds) + n, usegmt=True)
+            assert response.headers["Last-Modified"] == expected
+
+
 def test_no_cache_control_by_default(app):
     assert "Cache-Control" not in app.get("/packages/dep-2.0-py3-none-any.whl").headers
 

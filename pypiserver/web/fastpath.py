@@ -86,10 +86,10 @@ class FastReads:
         # Non-ASCII paths arrive as latin-1 in WSGI; Bottle decodes them.
         if not relpath.isascii():
             return None
-        file = self.ctx.catalogue.file(relpath)
-        if file is None:
+        found = self.ctx.catalogue.stored_file(relpath)
+        if found is None:
             return None  # signatures, .metadata files and 404s: Bottle's
         try:
-            return file_answer(file.stored, file, environ, self.extra_headers)
+            return file_answer(*found, environ, self.extra_headers)
         except OSError:
             return None

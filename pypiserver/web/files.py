@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 import bottle
 
 from .. import render
-from ..index import IndexedFile
+from ..state import FileFacts
 from ..storage import StoredFile
 from .responses import Page, plain_error, redirect, send_page
 
@@ -67,11 +67,10 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
     @app.get("/packages/<relpath:path>", action="download")
     def download(relpath: str) -> bytes | bottle.HTTPResponse:
         catalogue = ctx.catalogue
-        file = catalogue.file(relpath)
-        stored = file.stored if file is not None else catalogue.signature(relpath)
+        stored, facts = catalogue.stored_file(relpath) or (catalogue.signature(relpath), None)
         if stored is not None:
             try:
-                status, headers, body = file_answer(stored, file, bottle.request.environ, extra)
+                status, headers, body = file_answer(stored, facts, bottle.request.environ, extra)
             except OSError:  # removed since the catalogue last looked
                 return plain_error(404, f"No file {relpath} in this index.")
             return bottle.HTTPResponse(body, status, headers=headers)
@@ -96,20 +95,20 @@ def _metadata(ctx: "Context", relpath: str) -> bytes | bottle.HTTPResponse:
 
 def file_answer(
     stored: StoredFile,
-    file: IndexedFile | None,
+    facts: FileFacts | None,
     environ: dict,
     extra_headers: list[tuple[str, str]],
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """Status, headers and body sending ``stored`` to the request in
-    ``environ``: conditional requests, one byte range, HEAD.  ``file`` is the
-    catalogue's entry for it, whose sha256 digest is the ETag (the same from
+    ``environ``: conditional requests, one byte range, HEAD.  ``facts`` are
+    the catalogue's for it, whose sha256 digest is the ETag (the same from
     every worker process and every host).  Raises OSError when the file
     cannot be opened."""
     # A raw descriptor: fewer objects and system calls than open() for the
     # small files most downloads are.
     fd = os.open(stored.location, _OPEN_FLAGS)
     try:
-        return _answer(fd, stored, file, environ, extra_headers)
+        return _answer(fd, stored, facts, environ, extra_headers)
     except BaseException:
         os.close(fd)
         raise
@@ -118,26 +117,26 @@ def file_answer(
 def _answer(
     fd: int,
     stored: StoredFile,
-    file: IndexedFile | None,
+    facts: FileFacts | None,
     environ: dict,
     extra_headers: list[tuple[str, str]],
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """:func:`file_answer` for an open descriptor, which it closes or hands
     to the returned body."""
     stat = os.fstat(fd)
-    size = stat.st_size
+    size, mtime = stat.st_size, stat.st_mtime_ns // 1_000_000_000
     headers = [
         ("Content-Type", _mimetype(stored.filename)),
         ("Accept-Ranges", "bytes"),
-        ("Last-Modified", _http_date(stat.st_mtime)),
+        ("Last-Modified", _http_date(mtime)),
         *extra_headers,
     ]
     etag = None
     # A digest read before the file last changed would be a wrong tag.
-    if file is not None and (file.facts.size, file.facts.mtime_ns) == (size, stat.st_mtime_ns):
-        etag = f'"{file.facts.digests["sha256"]}"'
+    if facts is not None and facts.size == size and facts.mtime_ns == stat.st_mtime_ns:
+        etag = f'"{facts.digests["sha256"]}"'
         headers.append(("ETag", etag))
-    if _not_modified(environ, etag, int(stat.st_mtime)):
+    if _not_modified(environ, etag, mtime):
         os.close(fd)
         return 304, [h for h in headers if h[0] != "Content-Type"], []
     status, start, end = 200, 0, size
@@ -227,9 +226,11 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _http_date(timestamp: float) -> str:
+@functools.lru_cache(maxsize=1024)
+def _http_date(timestamp: int) -> str:
     """An IMF-fixdate (RFC 9110), as email.utils.formatdate(usegmt=True)
-    writes it, in two thirds of the time."""
+    writes it.  Cached by the second: the files of one upload share theirs,
+    and a file downloaded often asks for the same one each time."""
     t = time.gmtime(timestamp)
     return (
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year}"
