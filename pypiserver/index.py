@@ -40,7 +40,7 @@ from .distributions import (
     version_ranks,
 )
 from .state import Change, Digests, FileFacts, StateStore
-from .storage import Storage, StoredFile
+from .storage import ScanAhead, Storage, StoredFile
 
 __all__ = [
     "Catalogue",
@@ -64,6 +64,9 @@ _SHARED_CHANGES_MAX = 1000
 #: The facts snapshot is saved again at start when it is stale for more than
 #: this part (1/n) of the files: changed, added or removed since.
 _SNAPSHOT_STALE_PART = 20
+#: A start whose snapshot is larger (about 4,000 files) scans in a child
+#: process: below that, the fork would cost more than it saves.
+_SCAN_AHEAD_SNAPSHOT = 1 << 20
 
 
 class NotFound(LookupError):
@@ -327,13 +330,17 @@ class Catalogue:
         # The journal's end before the scan: a change recorded during the
         # scan is replayed by the first request, not lost.
         journal_offset = self.state.journal_size()
+        # Over a large tree, scanned on another core while this one decodes
+        # the snapshot: a tenth of a second less at 60,000 files.
+        large = self.state.snapshot_size() > _SCAN_AHEAD_SNAPSHOT
+        scanned = ScanAhead(self.storage) if large else self.storage.scan()
         known = self.state.snapshot(self._kept_digests)
         from_snapshot = known is not None
         if known is None:
             known = self.state.all_facts(self._kept_digests)
         described = len(known)
         with self._write_lock:
-            unknown = self._learn_known(self.storage.scan(), known)
+            unknown = self._learn_known(scanned, known)
         unread = [s for s in unknown if not s.relpath.endswith(SIGNATURE_SUFFIX)]
         # Files the snapshot does not describe as they are, and files it
         # describes that are gone.

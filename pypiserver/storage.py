@@ -9,7 +9,10 @@ listed: that is where temporary upload files and the server's own state live.
 from __future__ import annotations
 
 import errno
+import logging
+import marshal
 import os
+import struct
 import tempfile
 from pathlib import Path
 from stat import S_ISREG
@@ -20,11 +23,14 @@ from .distributions import SDIST_SUFFIXES, SIGNATURE_SUFFIX
 __all__ = [
     "DirectoryStorage",
     "FileExists",
+    "ScanAhead",
     "Storage",
     "StoredFile",
     "UnsafePath",
     "is_served_name",
 ]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 
@@ -162,6 +168,101 @@ class DirectoryStorage:
                 os.unlink(root.joinpath(*parts))
             except FileNotFoundError:
                 pass
+
+
+class ScanAhead:
+    """``storage.scan()``, begun at once in a forked child process and read
+    back when iterated: on a second core, the scan's tens of thousands of
+    stat() calls take place while this process does other work.
+
+    The files are those ``storage.scan()`` gives, in its order.  Where
+    there is no fork(), or the child fails, they are scanned here when
+    iterated instead.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._child = _start_scan(storage)
+
+    def __iter__(self) -> Iterator[StoredFile]:
+        data = self._result()
+        if data is None:
+            yield from self._storage.scan()
+            return
+        roots, new = self._storage.roots, tuple.__new__
+        view, start, end = memoryview(data), 0, len(data) - len(_SCAN_END)
+        # Frame by frame, not all at once: holding 60,000 rows would leave
+        # the heap fragmented for good (see _walk).
+        while start < end:
+            (length,) = _FRAME_LENGTH.unpack_from(view, start)
+            start += _FRAME_LENGTH.size
+            for root, relpath, size, mtime_ns in marshal.loads(view[start : start + length]):
+                yield new(StoredFile, (roots[root], relpath, size, mtime_ns))
+            start += length
+
+    def _result(self) -> bytes | None:
+        child, self._child = self._child, None
+        return None if child is None else _scan_result(*child)
+
+    def __del__(self) -> None:
+        # Never iterated (an error came first): reap the child all the same.
+        self._result()
+
+
+#: What a scanning child writes last: a result without it is incomplete.
+_SCAN_END = b"\0end of scan\0"
+#: Each frame of rows is marshalled after its length.
+_FRAME_LENGTH = struct.Struct("<I")
+_ROWS_PER_FRAME = 1000
+
+
+def _start_scan(storage: Storage) -> tuple[int, int] | None:
+    """(pid, read end of its pipe) of a child scanning ``storage``, or None."""
+    if not hasattr(os, "fork"):
+        return None
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        return None
+    if pid == 0:
+        os.close(read)
+        _scan_into(storage, write)  # never returns
+    os.close(write)
+    return pid, read
+
+
+def _scan_into(storage: Storage, fd: int) -> None:
+    status = 1
+    try:
+        index = {id(root): n for n, root in enumerate(storage.roots)}
+        # All of it first: writing as it goes would stop the scan each time
+        # the pipe is full, until the parent comes to read.
+        rows = [(index[id(s.root)], s.relpath, s.size, s.mtime_ns) for s in storage.scan()]
+        with os.fdopen(fd, "wb") as out:
+            for start in range(0, len(rows), _ROWS_PER_FRAME):
+                frame = marshal.dumps(rows[start : start + _ROWS_PER_FRAME])
+                out.write(_FRAME_LENGTH.pack(len(frame)) + frame)
+            out.write(_SCAN_END)
+        status = 0
+    finally:
+        os._exit(status)
+
+
+def _scan_result(pid: int, fd: int) -> bytes | None:
+    """What the child wrote, once it has finished; None if it failed."""
+    with os.fdopen(fd, "rb") as result:
+        data = result.read()
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped by a SIGCHLD handler of the embedding program
+        status = 0  # the trailer tells
+    if status != 0 or not data.endswith(_SCAN_END):
+        log.warning("scanning in a child process failed (status %d); scanning here", status)
+        return None
+    return data
 
 
 def _safe_parts(relpath: str) -> list[str]:

@@ -17,7 +17,7 @@ from dists import make_wheel
 from pypiserver import index
 from pypiserver.index import Catalogue
 from pypiserver.state import StateStore
-from pypiserver.storage import DirectoryStorage
+from pypiserver.storage import DirectoryStorage, ScanAhead
 
 
 def _worker(root: Path, state_dir: Path) -> Catalogue:
@@ -140,9 +140,15 @@ def _unreadable(*args):
     raise AssertionError("a file was read again")
 
 
-def test_a_restart_over_two_roots_with_subdirectories_reads_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scan", ["here", "ahead"])
+def test_a_restart_over_two_roots_with_subdirectories_reads_nothing(tmp_path, monkeypatch, scan):
     # The start-up loop finds each file's facts by its root's path and its
-    # relpath: both parts must come out as the snapshot recorded them.
+    # relpath: both parts must come out as the snapshot recorded them,
+    # whether this process scanned or a child did (as over a large tree).
+    scans_ahead = []
+    if scan == "ahead":
+        monkeypatch.setattr(index, "_SCAN_AHEAD_SNAPSHOT", -1)
+        monkeypatch.setattr(index, "ScanAhead", lambda s: scans_ahead.append(s) or ScanAhead(s))
     first, second = tmp_path / "first", tmp_path / "second"
     (first / "team" / "deep").mkdir(parents=True)
     second.mkdir()
@@ -165,6 +171,7 @@ def test_a_restart_over_two_roots_with_subdirectories_reads_nothing(tmp_path, mo
     for name in ("top", "nested", "other"):
         assert after.project(name).files == before.project(name).files
     assert after.project("other").files[0].stored.root == second
+    assert len(scans_ahead) == (2 if scan == "ahead" else 0)
 
 
 def test_a_restart_takes_every_fact_from_the_snapshot(tmp_path, monkeypatch):

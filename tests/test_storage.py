@@ -1,0 +1,84 @@
+"""Directory storage: what a scan lists, here or in a child process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from dists import make_wheel
+
+from pypiserver import storage
+from pypiserver.storage import DirectoryStorage, ScanAhead
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> DirectoryStorage:
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "team" / "deep").mkdir(parents=True)
+    (first / ".hidden").mkdir()
+    second.mkdir()
+    make_wheel(first, "top", "1.0")
+    make_wheel(first / "team" / "deep", "nested", "1.0")
+    make_wheel(first / ".hidden", "secret", "1.0")
+    make_wheel(second, "top", "1.0")  # the first root's copy is served
+    make_wheel(second, "other", "2.0")
+    (second / "other-2.0-py3-none-any.whl.asc").write_text("signature")
+    (second / "notes.txt").write_text("not a distribution")
+    # Enough files for several frames of rows.
+    for n in range(2 * storage._ROWS_PER_FRAME + 7):
+        (second / f"many-{n}.tar.gz").write_bytes(b"x" * (n % 5))
+    return DirectoryStorage((first, second))
+
+
+def _listing(files) -> list[tuple]:
+    # The roots by identity: the catalogue's start-up loop relies on it.
+    return [(id(s.root), s.relpath, s.size, s.mtime_ns) for s in files]
+
+
+def _no_process_left(*args):
+    raise BlockingIOError("fork: resource temporarily unavailable")
+
+
+@pytest.mark.parametrize("fork", ["works", "absent", "fails"])
+def test_a_scan_ahead_lists_what_a_scan_here_lists(tree, monkeypatch, fork):
+    if fork == "absent":  # as on Windows
+        monkeypatch.delattr(os, "fork", raising=False)
+    elif not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    elif fork == "fails":
+        monkeypatch.setattr(os, "fork", _no_process_left)
+    here = _listing(tree.scan())
+    assert len(here) == 2 * storage._ROWS_PER_FRAME + 7 + 4
+
+    ahead = ScanAhead(tree)
+    assert (ahead._child is not None) == (fork == "works")
+    assert _listing(ahead) == here
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_scan_ahead_whose_child_fails_scans_here(tree, monkeypatch, caplog):
+    parent = os.getpid()
+    scan = DirectoryStorage.scan
+
+    def fails_in_a_child(self):
+        for n, stored in enumerate(scan(self)):
+            if os.getpid() != parent and n == 5:
+                raise OSError("the disk went away")
+            yield stored
+
+    monkeypatch.setattr(DirectoryStorage, "scan", fails_in_a_child)
+    with caplog.at_level(logging.WARNING, logger="pypiserver.storage"):
+        listed = _listing(ScanAhead(tree))
+    assert listed == _listing(tree.scan())
+    assert "scanning in a child process failed" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_scan_ahead_never_read_leaves_no_child_behind(tree):
+    ahead = ScanAhead(tree)
+    pid = ahead._child[0]
+    del ahead  # as when an error comes between the start and the reading
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
