@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import webtest
@@ -341,6 +342,24 @@ def run_client(
 # --- fixtures ----------------------------------------------------------------
 
 StartServer = Callable[..., Server]
+
+
+def _no_process_left(*args: object) -> NoReturn:
+    raise BlockingIOError("fork: resource temporarily unavailable")
+
+
+@pytest.fixture(params=["works", "absent", "fails"])
+def fork(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way os.fork() can be found: working, absent (as on Windows) or
+    failing for want of processes.  Code that forks when it can must give
+    the same result in all three."""
+    if request.param == "absent":
+        monkeypatch.delattr(os, "fork", raising=False)
+    elif not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    elif request.param == "fails":
+        monkeypatch.setattr(os, "fork", _no_process_left)
+    return request.param
 
 
 @pytest.fixture

@@ -41,18 +41,7 @@ def test_facts_keep_only_the_digests_asked_for_and_the_rest_stay_on_disk(store):
     assert (kept.dist, kept.metadata_name, kept.summary) == (parse_filename(WHEEL), "Foo-Bar", "S")
 
 
-def _no_process_left(*args):
-    raise BlockingIOError("fork: resource temporarily unavailable")
-
-
-@pytest.mark.parametrize("fork", ["works", "absent", "fails"])
-def test_a_snapshot_gives_back_the_facts_saved_in_it(store, monkeypatch, fork):
-    if fork == "absent":  # as on Windows
-        monkeypatch.delattr(os, "fork", raising=False)
-    elif not hasattr(os, "fork"):
-        pytest.skip("needs fork()")
-    elif fork == "fails":
-        monkeypatch.setattr(os, "fork", _no_process_left)
+def test_a_snapshot_gives_back_the_facts_saved_in_it(store, fork):
     plain = _facts()._replace(digests=Digests([("sha256", "a" * 64)]), summary=None)
     more = _facts()._replace(digests=Digests([("sha256", "e" * 64), ("md5", "f" * 32)]))
     assert store.snapshot() is None  # none saved yet

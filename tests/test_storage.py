@@ -37,18 +37,7 @@ def _listing(files) -> list[tuple]:
     return [(id(s.root), s.relpath, s.size, s.mtime_ns) for s in files]
 
 
-def _no_process_left(*args):
-    raise BlockingIOError("fork: resource temporarily unavailable")
-
-
-@pytest.mark.parametrize("fork", ["works", "absent", "fails"])
-def test_a_scan_ahead_lists_what_a_scan_here_lists(tree, monkeypatch, fork):
-    if fork == "absent":  # as on Windows
-        monkeypatch.delattr(os, "fork", raising=False)
-    elif not hasattr(os, "fork"):
-        pytest.skip("needs fork()")
-    elif fork == "fails":
-        monkeypatch.setattr(os, "fork", _no_process_left)
+def test_a_scan_ahead_lists_what_a_scan_here_lists(tree, fork):
     here = _listing(tree.scan())
     assert len(here) == 2 * storage._ROWS_PER_FRAME + 7 + 4
 
