@@ -147,6 +147,9 @@ class Project:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: What the catalogue keeps per file: its name parsed, where it is, and
+#: what reading it taught.
+_Entry = tuple[Distribution, StoredFile, FileFacts]
 
 
 def normalize_version(version: str) -> str:
@@ -223,7 +226,7 @@ class Catalogue:
         self._write_lock = threading.RLock()
         _LIVE.add(self)
         self._revisions = itertools.count(1)
-        self._files: dict[str, tuple[Distribution, StoredFile, FileFacts]] = {}
+        self._files: dict[str, _Entry] = {}
         self._signatures: dict[str, StoredFile] = {}
         #: Relpaths by project: lists, a third of the size of sets at 10,000 projects.
         self._by_project: dict[NormalizedName, list[str]] = {}
@@ -233,6 +236,9 @@ class Catalogue:
         #: Computed when first asked for, dropped when the project changes:
         #: the project list shows every one after each upload.
         self._display_names: dict[NormalizedName, str] = {}
+        #: Each assembled project's entries in version order, likewise: its
+        #: HTML page, JSON page and API answers then sort it once, not each.
+        self._in_order: dict[NormalizedName, tuple[_Entry, ...]] = {}
         self._yanked_releases: dict[tuple[str, str], str] = {}
         self._yanked_files: dict[tuple[str, str], str] = {}
         self._yank_rows: frozenset = frozenset()
@@ -638,6 +644,7 @@ class Catalogue:
         for name in names:
             changed = True
             self._display_names.pop(name, None)
+            self._in_order.pop(name, None)
             if self._by_project.get(name):
                 self._project_revisions[name] = next(self._revisions)
             else:
@@ -667,15 +674,19 @@ class Catalogue:
         return shown
 
     def _assemble(self, name: NormalizedName, relpaths: list[str]) -> Project:
-        files = [self._indexed(*self._files[relpath]) for relpath in relpaths]
-        _sort_by_version(files)
-        revision = self._project_revisions[name]
-        return Project(name, self._display_name(name), tuple(files), revision)
+        entries = self._in_order.get(name)
+        if entries is None:
+            entries = self._in_order[name] = _in_version_order([self._files[r] for r in relpaths])
+        files = tuple([self._indexed(*entry) for entry in entries])
+        return Project(name, self._display_name(name), files, self._project_revisions[name])
 
     def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
-        # Positional: a page's first request builds one of these per file.
-        signed = stored.relpath + SIGNATURE_SUFFIX in self._signatures
-        return IndexedFile(dist, stored, facts, signed, self._yank_reason(dist.project, dist))
+        # A page's first request builds one of these per file: tuple.__new__
+        # rather than the named tuple's Python constructor, and no lookups
+        # in an index without signatures or yanks (the common case).
+        signed = bool(self._signatures) and stored.relpath + SIGNATURE_SUFFIX in self._signatures
+        yanked = self._yank_reason(dist.project, dist) if self._yanked_projects else None
+        return tuple.__new__(IndexedFile, (dist, stored, facts, signed, yanked))
 
     def _yank_reason(self, name: str, dist: Distribution) -> str | None:
         if name not in self._yanked_projects:
@@ -749,11 +760,12 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _sort_by_version(files: list[IndexedFile]) -> None:
-    """Sort as ``Distribution.sort_key`` orders, comparing Version objects
+def _in_version_order(entries: list[_Entry]) -> tuple[_Entry, ...]:
+    """Sorted as ``Distribution.sort_key`` orders, comparing Version objects
     once per distinct version rather than once per pair of files."""
-    ranks = version_ranks({f.dist.version for f in files})
-    files.sort(key=lambda f: (ranks[f.dist.version], f.dist.filename))
+    ranks = version_ranks({dist.version for dist, _, _ in entries})
+    entries.sort(key=lambda e: (ranks[e[0].version], e[0].filename))
+    return tuple(entries)
 
 
 def _parse(filename: str) -> Distribution | None:
