@@ -184,14 +184,35 @@ def _is_version(text: str) -> bool:
 def version_ranks(versions: Iterable[str]) -> dict[str, int]:
     """Each version string's place in version order (unparseable ones as
     "0"); equal versions such as "1.0" and "1.0.0" share a place."""
+    distinct = set(versions)
+    plain = [_plain_release(text) for text in distinct]
+    # Most projects have only plain releases, whose order is their numbers'
+    # order: tuples compare without a Python call, Version objects do not.
+    key = dict(zip(distinct, plain)).__getitem__ if None not in plain else _version_or_zero
     ranks: dict[str, int] = {}
     rank, previous = -1, None
-    for text in sorted(set(versions), key=_version_or_zero):
-        parsed = _version_or_zero(text)
+    for text in sorted(distinct, key=key):
+        parsed = key(text)
         if parsed != previous:
             rank, previous = rank + 1, parsed
         ranks[text] = rank
     return ranks
+
+
+_PLAIN_RELEASE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
+
+@lru_cache(maxsize=4096)
+def _plain_release(text: str) -> tuple[int, ...] | None:
+    """The numbers of a release such as "1.10.0" without trailing zeros (so
+    "1.0" and "1.0.0" are equal, as Version compares them); None for any
+    other version."""
+    if not _PLAIN_RELEASE.fullmatch(text):
+        return None
+    numbers = [int(part) for part in text.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
 
 
 # Sorting a project's files parses each version; a project's files share a

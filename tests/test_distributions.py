@@ -1,4 +1,5 @@
 import pytest
+from packaging.version import Version
 
 from pypiserver.distributions import (
     InvalidDistributionFilename,
@@ -84,3 +85,17 @@ def test_version_ranks_order_like_sort_key_and_tie_equal_versions():
     ranks = version_ranks(["1.10", "1.9", "1.10rc1", "1.0", "1.0.0", "not-a-version"])
     assert ranks["not-a-version"] < ranks["1.0"] == ranks["1.0.0"] < ranks["1.9"]
     assert ranks["1.9"] < ranks["1.10rc1"] < ranks["1.10"]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        # Only plain releases, ranked by their numbers without Version objects.
+        ["2", "1.10", "1.9.9", "01.2", "1.2.0", "1.2", "10.0.0.0", "1", "0.0", "0", "1.0.1"],
+        # Each of these makes the whole set ranked by Version objects.
+        ["1.2", "1-2", "1.2.post1", "1.2+local", "1!0.5", "1.2rc1", "1.2.dev0", "v1.2"],
+    ],
+)
+def test_version_ranks_are_those_of_version_objects(texts):
+    by_version = sorted({Version(t) for t in texts})
+    assert version_ranks(texts) == {t: by_version.index(Version(t)) for t in texts}
