@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, NamedTuple
+from typing import BinaryIO, Iterable, Iterator, Mapping, NamedTuple
 
 from packaging.version import InvalidVersion, Version
 
@@ -236,9 +236,10 @@ class Catalogue:
         #: Computed when first asked for, dropped when the project changes:
         #: the project list shows every one after each upload.
         self._display_names: dict[NormalizedName, str] = {}
-        #: Each assembled project's entries in version order, likewise: its
-        #: HTML page, JSON page and API answers then sort it once, not each.
-        self._in_order: dict[NormalizedName, tuple[_Entry, ...]] = {}
+        #: Projects whose relpaths are in version order, likewise: the HTML
+        #: page, JSON page and API answers of a project then sort it once.
+        #: (Sorted in place: no object more for the garbage collector.)
+        self._in_order: set[NormalizedName] = set()
         self._yanked_releases: dict[tuple[str, str], str] = {}
         self._yanked_files: dict[tuple[str, str], str] = {}
         self._yank_rows: frozenset = frozenset()
@@ -644,7 +645,7 @@ class Catalogue:
         for name in names:
             changed = True
             self._display_names.pop(name, None)
-            self._in_order.pop(name, None)
+            self._in_order.discard(name)
             if self._by_project.get(name):
                 self._project_revisions[name] = next(self._revisions)
             else:
@@ -674,10 +675,10 @@ class Catalogue:
         return shown
 
     def _assemble(self, name: NormalizedName, relpaths: list[str]) -> Project:
-        entries = self._in_order.get(name)
-        if entries is None:
-            entries = self._in_order[name] = _in_version_order([self._files[r] for r in relpaths])
-        files = tuple([self._indexed(*entry) for entry in entries])
+        if name not in self._in_order:
+            _sort_by_version(relpaths, self._files)
+            self._in_order.add(name)
+        files = tuple([self._indexed(*self._files[relpath]) for relpath in relpaths])
         return Project(name, self._display_name(name), files, self._project_revisions[name])
 
     def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
@@ -760,12 +761,12 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _in_version_order(entries: list[_Entry]) -> tuple[_Entry, ...]:
-    """Sorted as ``Distribution.sort_key`` orders, comparing Version objects
-    once per distinct version rather than once per pair of files."""
-    ranks = version_ranks({dist.version for dist, _, _ in entries})
-    entries.sort(key=lambda e: (ranks[e[0].version], e[0].filename))
-    return tuple(entries)
+def _sort_by_version(relpaths: list[str], files: Mapping[str, _Entry]) -> None:
+    """Sort ``relpaths`` as ``Distribution.sort_key`` orders their files,
+    comparing versions once per distinct version, not once per pair."""
+    dists = {relpath: files[relpath][0] for relpath in relpaths}
+    ranks = version_ranks({dist.version for dist in dists.values()})
+    relpaths.sort(key=lambda r: (ranks[dists[r].version], dists[r].filename))
 
 
 def _parse(filename: str) -> Distribution | None:

@@ -57,6 +57,21 @@ def test_notice_of_an_unchanged_file_changes_nothing(tmp_path):
     assert catalogue.state.change_count() == count  # nothing for others to replay
 
 
+def test_a_project_listed_once_lists_a_new_release_in_version_order(tmp_path):
+    root = tmp_path / "packages"
+    root.mkdir()
+    for version in ("1.10", "1.9"):
+        make_wheel(root, "ordered", version)
+    catalogue = _worker(root, tmp_path / "state")
+    assert catalogue.project("ordered").versions == ("1.9", "1.10")
+
+    # Added after the files were put in order once: appended to the project.
+    catalogue.notice([make_wheel(root, "ordered", "1.9.5").name])
+    catalogue.notice([make_wheel(root, "ordered", "1.2").name])
+
+    assert catalogue.project("ordered").versions == ("1.2", "1.9", "1.9.5", "1.10")
+
+
 def test_a_large_batch_of_changes_reaches_the_others_as_one_rescan(tmp_path, monkeypatch):
     monkeypatch.setattr(index, "_SHARED_CHANGES_MAX", 2)
     root = tmp_path / "packages"
