@@ -236,9 +236,10 @@ class Catalogue:
         #: Computed when first asked for, dropped when the project changes:
         #: the project list shows every one after each upload.
         self._display_names: dict[NormalizedName, str] = {}
-        #: Projects whose relpaths are in version order, likewise: the HTML
-        #: page, JSON page and API answers of a project then sort it once.
-        #: (Sorted in place: no object more for the garbage collector.)
+        #: The projects whose relpaths are sorted by version: sorted when
+        #: first assembled (in place, adding no object for the garbage
+        #: collector to scan) and dropped from here when the project
+        #: changes, so its HTML page, JSON page and API answers sort it once.
         self._in_order: set[NormalizedName] = set()
         self._yanked_releases: dict[tuple[str, str], str] = {}
         self._yanked_files: dict[tuple[str, str], str] = {}
