@@ -684,10 +684,10 @@ class Catalogue:
 
     def _indexed(self, dist: Distribution, stored: StoredFile, facts: FileFacts) -> IndexedFile:
         # A page's first request builds one of these per file: tuple.__new__
-        # rather than the named tuple's Python constructor, and no lookups
-        # in an index without signatures or yanks (the common case).
+        # rather than the named tuple's Python constructor, and no name built
+        # in an index without signatures (the common case).
         signed = bool(self._signatures) and stored.relpath + SIGNATURE_SUFFIX in self._signatures
-        yanked = self._yank_reason(dist.project, dist) if self._yanked_projects else None
+        yanked = self._yank_reason(dist.project, dist)
         return tuple.__new__(IndexedFile, (dist, stored, facts, signed, yanked))
 
     def _yank_reason(self, name: str, dist: Distribution) -> str | None:
