@@ -638,6 +638,72 @@ def test_one_gib_upload_and_download_are_streamed(server_factory, packages_dir, 
     assert growth_mib < 100, f"server peak RSS grew by {growth_mib:.0f} MiB for a 1 GiB download"
 
 
+def write_sparse_wheel(path: Path, tail: bytes, size: int) -> str:
+    """A ``size``-byte wheel at ``path``: a hole (read as zeros, using no
+    disk), then ``tail``.  Returns the file's sha256."""
+    with path.open("wb") as out:
+        out.truncate(size - len(tail))
+        out.seek(size - len(tail))
+        out.write(tail)
+    with path.open("rb") as source:
+        return hashlib.file_digest(source, "sha256").hexdigest()
+
+
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(status line and headers, the body bytes that came with them)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed before the headers ended: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("server_name", ["auto", "waitress", "gunicorn"])
+def test_a_client_reading_slowly_does_not_make_the_server_hold_the_file(
+    server_factory, packages_dir, tmp_path, server_name
+):
+    # A WSGI server that reads the application's chunks faster than the
+    # client takes them holds the rest in memory: one slow (or stalled)
+    # download of a large file would cost the file's size.  granian did so
+    # before 2.8, which is why setup.cfg asks for a later one.
+    filename = "slow_pkg-1.0-py3-none-any.whl"
+    size = 512 * _MIB
+    sha256 = write_sparse_wheel(packages_dir / filename, make_wheel(tmp_path, "slow-pkg", "1.0").read_bytes(), size)
+    server = server_factory(
+        ["-a", ".", "-P", ".", "--server", server_name, "--state-dir", str(tmp_path / "state"), str(packages_dir)]
+    )
+    assert sha256 in server.get("/simple/slow-pkg/").text  # every worker is warm
+    before = peak_rss_kib(server.pid)
+
+    with socket.socket() as sock:
+        # A small receive window, set before connecting: the kernel holds
+        # little for the client, so the server has to wait for it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET /packages/{filename} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head, body = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert f"content-length: {size}".encode() in head.lower(), head
+
+        # Stalled for three seconds, long enough to read the file many times.
+        growth_mib = 0.0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and growth_mib < 100:
+            time.sleep(0.1)
+            growth_mib = (peak_rss_kib(server.pid) - before) / 1024
+        assert growth_mib < 100, f"server peak RSS grew by {growth_mib:.0f} MiB while a client read slowly"
+
+        # Then read to the end: the whole file, unchanged.
+        digest, received = hashlib.sha256(body), len(body)
+        while received < size and (chunk := sock.recv(_MIB)):
+            digest.update(chunk)
+            received += len(chunk)
+    assert (received, digest.hexdigest()) == (size, sha256)
+
+
 # --- removing and signatures ------------------------------------------------------------------
 
 
