@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 #: Our own names; anything else is passed to Bottle's adapters.
 SERVERS = ("auto", "granian", "waitress", "wsgiref", "gunicorn")
 _ARGV_VARIABLE = "PYPISERVER_ARGV"
-_DEFAULT_THREADS = 16
 _UNLIMITED = 1 << 50
 #: Room for the multipart form's other fields around the file itself.
 _FORM_OVERHEAD = 1 << 20
@@ -65,7 +64,7 @@ def serve(config: Config, argv: list[str]) -> None:
             app,
             host=config.host,
             port=config.port,
-            threads=config.threads or _DEFAULT_THREADS,
+            threads=_threads(config),
             max_request_body_size=limit,
             _quiet=True,
         )
@@ -74,8 +73,14 @@ def serve(config: Config, argv: list[str]) -> None:
     else:
         options: dict[str, Any] = {}
         if server == "gunicorn":
-            options = {"workers": config.workers or 1, "threads": config.threads or _DEFAULT_THREADS}
+            options = {"workers": config.workers or 1, "threads": _threads(config)}
         bottle.run(app, server=server, host=config.host, port=config.port, quiet=config.verbosity < 2, **options)
+
+
+def _threads(config: Config) -> int:
+    """Threads per worker: those answering requests, and those sending large
+    files, which the application keeps to config.large_downloads at once."""
+    return config.request_threads + config.large_downloads
 
 
 def granian_app() -> bottle.Bottle:
@@ -131,7 +136,7 @@ def _serve_granian(config: Config, argv: list[str]) -> None:
         port=config.port,
         interface=Interfaces.WSGI,
         workers=workers,
-        blocking_threads=config.threads or _DEFAULT_THREADS,
+        blocking_threads=_threads(config),
         factory=True,
         log_enabled=config.verbosity > 0,
         backlog=2048,

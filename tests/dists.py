@@ -122,8 +122,10 @@ def make_wheel(
     summary: str = "",
     python_tag: str = "py3",
     build_tag: str | None = None,
+    data: bytes = b"",
 ) -> Path:
-    """Write a pure-Python wheel of ``name`` ``version`` into ``directory``."""
+    """Write a pure-Python wheel of ``name`` ``version`` into ``directory``;
+    ``data``, if any, is installed as the package's ``data.bin``."""
     module = escape_name(name)
     dist_info = f"{module}-{_version(version)}.dist-info"
     metadata = metadata_text(
@@ -138,6 +140,8 @@ def make_wheel(
         f"{dist_info}/METADATA": metadata.encode(),
         f"{dist_info}/WHEEL": _wheel_text(python_tag, build_tag).encode(),
     }
+    if data:
+        members[f"{module}/data.bin"] = data
     record = [_record_line(path, data) for path, data in members.items()]
     # RECORD cannot hold its own digest; the specification leaves both fields empty.
     record.append(f"{dist_info}/RECORD,,")

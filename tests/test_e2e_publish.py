@@ -13,6 +13,7 @@ import http.client
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -702,6 +703,95 @@ def test_a_client_reading_slowly_does_not_make_the_server_hold_the_file(
             digest.update(chunk)
             received += len(chunk)
     assert (received, digest.hexdigest()) == (size, sha256)
+
+
+
+def stalled_download(port: int, path: str) -> socket.socket:
+    """A connection that asked for ``path``, got the headers and reads no
+    more: its server has to hold the rest for as long as it stays open."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head, _ = read_head(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+@pytest.mark.parametrize("server_name", ["auto", "waitress", "gunicorn"])
+def test_clients_that_stop_reading_large_files_leave_the_index_answering(
+    server_factory, packages_dir, tmp_path, server_name
+):
+    filename = "slow_pkg-1.0-py3-none-any.whl"
+    write_sparse_wheel(packages_dir / filename, make_wheel(tmp_path, "slow-pkg", "1.0").read_bytes(), 64 * _MIB)
+    make_wheel(packages_dir, "small-pkg", "1.0")
+    # One process with one request thread, so four places for large files.
+    server = server_factory(
+        ["-a", ".", "-P", ".", "--server", server_name, "--workers", "1", "--threads", "1", str(packages_dir)]
+    )
+    stalled = [stalled_download(server.port, f"/packages/{filename}") for _ in range(4)]
+    try:
+        # Before, each of these waited for a thread for as long as the
+        # stalled clients stayed (under granian, for ever).
+        assert server.get("/simple/slow-pkg/", timeout=10).status == 200
+        small = server.get("/packages/small_pkg-1.0-py3-none-any.whl", timeout=10)
+        assert (small.status, small.body[:2]) == (200, b"PK")
+        refused = requests.get(f"{server.url}/packages/{filename}", timeout=10)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "5"
+    finally:
+        for sock in stalled:
+            sock.close()
+    # Gone clients give their places back.
+    deadline = time.monotonic() + 10
+    while True:
+        answer = requests.get(f"{server.url}/packages/{filename}", timeout=30)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(_POLL_INTERVAL)
+    assert (answer.status_code, len(answer.content)) == (200, 64 * _MIB)
+
+
+
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_installers_retry_a_large_download_refused_while_every_place_is_taken(
+    server_factory, packages_dir, tmp_path, client
+):
+    # Incompressible, and more than the kernel's socket buffers take in.
+    data = os.urandom(16 * _MIB)
+    wheel = make_wheel(packages_dir, "big-pkg", "1.0", data=data)
+    server = server_factory(["-a", ".", "-P", ".", "--workers", "1", "--threads", "1", str(packages_dir)])
+    stalled = [stalled_download(server.port, f"/packages/{wheel.name}") for _ in range(4)]
+    refused = "refusing a download: all 4 places for files over 1 MiB are taken"
+
+    finished = threading.Event()
+
+    def release_once_refused() -> None:
+        while refused not in server.log_text() and not finished.wait(_POLL_INTERVAL):
+            pass
+        for sock in stalled:
+            sock.close()
+
+    release = threading.Thread(target=release_once_refused)
+    release.start()
+    target = tmp_path / "target"
+    command = {
+        "pip": [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(target), "big-pkg"],
+        "uv": [tool("uv"), "pip", "install", "--python", sys.executable, "--target", str(target), "big-pkg"],
+    }[client]
+    try:
+        result = run_client(command, env=client_env(f"{server.url}/simple/", home=tmp_path / "home"))
+    finally:
+        finished.set()
+        release.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    # It was refused first, and got the file once there was a place.
+    assert refused in server.log_text()
+    if client == "pip":
+        assert (target / wheel.name).read_bytes() == wheel.read_bytes()
+    else:
+        assert (target / "big_pkg" / "data.bin").read_bytes() == data
 
 
 # --- removing and signatures ------------------------------------------------------------------

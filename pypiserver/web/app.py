@@ -21,6 +21,7 @@ from ..storage import DirectoryStorage
 from ..watcher import Watcher
 from . import api, files, pages, simple, upload
 from .fastpath import FastReads
+from .files import LargeDownloads
 from .responses import PageCache, base_url, plain_error
 
 __all__ = ["Context", "IndexApp", "create_app", "state_dir"]
@@ -37,6 +38,7 @@ class Context:
     catalogue: Catalogue
     policy: AccessPolicy
     pages: PageCache
+    large_downloads: LargeDownloads
     watcher: Watcher | None = None
 
     def base_url(self) -> str:
@@ -73,7 +75,7 @@ def create_app(config: Config) -> bottle.Bottle:
         str(config.password_file) if config.password_file else None,
         config.auther,
     )
-    context = Context(config, catalogue, policy, PageCache(), watcher)
+    context = Context(config, catalogue, policy, PageCache(), LargeDownloads(config.large_downloads), watcher)
 
     app = IndexApp(context)
     app.config["pypiserver.context"] = context

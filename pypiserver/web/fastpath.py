@@ -29,7 +29,7 @@ __all__ = ["FastReads"]
 http_log = logging.getLogger("pypiserver.http")
 
 #: The status lines Bottle would send.
-_STATUS_LINES = {code: f"{code} {bottle.HTTP_CODES[code]}" for code in (200, 206, 304, 416)}
+_STATUS_LINES = {code: f"{code} {bottle.HTTP_CODES[code]}" for code in (200, 206, 304, 416, 503)}
 Answer = tuple[int, list[tuple[str, str]], Iterable[bytes]]
 
 
@@ -90,6 +90,6 @@ class FastReads:
         if found is None:
             return None  # signatures, .metadata files and 404s: Bottle's
         try:
-            return file_answer(*found, environ, self.extra_headers)
+            return file_answer(*found, environ, self.extra_headers, self.ctx.large_downloads)
         except OSError:
             return None

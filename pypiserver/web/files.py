@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import logging
 import mimetypes
 import os
 import re
+import threading
 import time
-from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 import bottle
 
 from .. import render
+from ..config import LARGE_DOWNLOADS_PER_THREAD
 from ..state import FileFacts
 from ..storage import StoredFile
 from .responses import Page, plain_error, redirect, send_page
@@ -21,7 +24,9 @@ from .responses import Page, plain_error, redirect, send_page
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["install", "file_answer", "download_headers"]
+__all__ = ["install", "file_answer", "download_headers", "LargeDownloads"]
+
+log = logging.getLogger(__name__)
 
 METADATA_SUFFIX = ".metadata"
 
@@ -33,6 +38,40 @@ SMALL_FILE = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 _CHUNK = 1 << 18
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+#: Seconds a client refused a large download is asked to wait: long enough
+#: for a short one to end, short enough for pip's retries to find a place.
+_RETRY_AFTER = "5"
+_WARNING_INTERVAL = 60.0
+
+
+class LargeDownloads:
+    """The places for files over :data:`SMALL_FILE` being sent at once by
+    this process (``Config.large_downloads``): each holds a server thread
+    until its client has it all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._places = threading.Semaphore(limit)
+        self._next_warning = 0.0
+
+    def take(self) -> bool:
+        """A place, if one is free now; never waits."""
+        if self._places.acquire(blocking=False):
+            return True
+        # Once a minute at most: stalled clients can make this every request.
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + _WARNING_INTERVAL
+            log.warning(
+                "refusing a download: all %d places for files over 1 MiB are taken"
+                " (clients slow to read them?); --threads N gives %d x N places per worker",
+                self.limit,
+                LARGE_DOWNLOADS_PER_THREAD,
+            )
+        return False
+
+    def give_back(self) -> None:
+        self._places.release()
 
 
 def download_headers(ctx: "Context") -> list[tuple[str, str]]:
@@ -70,7 +109,9 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         stored, facts = catalogue.stored_file(relpath) or (catalogue.signature(relpath), None)
         if stored is not None:
             try:
-                status, headers, body = file_answer(stored, facts, bottle.request.environ, extra)
+                status, headers, body = file_answer(
+                    stored, facts, bottle.request.environ, extra, ctx.large_downloads
+                )
             except OSError:  # removed since the catalogue last looked
                 return plain_error(404, f"No file {relpath} in this index.")
             return bottle.HTTPResponse(body, status, headers=headers)
@@ -98,17 +139,19 @@ def file_answer(
     facts: FileFacts | None,
     environ: dict,
     extra_headers: list[tuple[str, str]],
+    large: LargeDownloads,
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """Status, headers and body sending ``stored`` to the request in
     ``environ``: conditional requests, one byte range, HEAD.  ``facts`` are
     the catalogue's for it, whose sha256 digest is the ETag (the same from
-    every worker process and every host).  Raises OSError when the file
-    cannot be opened."""
+    every worker process and every host).  A body over :data:`SMALL_FILE`
+    needs a place in ``large``, else the answer is 503.  Raises OSError when
+    the file cannot be opened."""
     # A raw descriptor: fewer objects and system calls than open() for the
     # small files most downloads are.
     fd = os.open(stored.location, _OPEN_FLAGS)
     try:
-        return _answer(fd, stored, facts, environ, extra_headers)
+        return _answer(fd, stored, facts, environ, extra_headers, large)
     except BaseException:
         os.close(fd)
         raise
@@ -120,6 +163,7 @@ def _answer(
     facts: FileFacts | None,
     environ: dict,
     extra_headers: list[tuple[str, str]],
+    large: LargeDownloads,
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """:func:`file_answer` for an open descriptor, which it closes or hands
     to the returned body."""
@@ -160,7 +204,26 @@ def _answer(
         data = _read_exactly(fd, start, end - start)
         os.close(fd)
         return status, headers, [data]
-    return status, headers, _Chunks(os.fdopen(fd, "rb"), start, end)
+    if not large.take():
+        os.close(fd)
+        return _no_place(large.limit)
+    try:
+        return status, headers, _Chunks(os.fdopen(fd, "rb"), start, end, large.give_back)
+    except BaseException:
+        large.give_back()
+        raise
+
+
+def _no_place(limit: int) -> tuple[int, list[tuple[str, str]], list[bytes]]:
+    message = (
+        f"This server process is already sending {limit} files over 1 MiB, as many"
+        f" as it sends at once. Retry in {_RETRY_AFTER} seconds.\n"
+    ).encode()
+    return 503, [
+        ("Retry-After", _RETRY_AFTER),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(message))),
+    ], [message]
 
 
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:
@@ -186,8 +249,9 @@ class _Chunks:
     """A large file's bytes from ``start`` to ``end``, read as they are sent:
     memory stays flat whatever the file's size."""
 
-    def __init__(self, handle: BinaryIO, start: int, end: int) -> None:
+    def __init__(self, handle: BinaryIO, start: int, end: int, done: Callable[[], None]) -> None:
         self._handle, self._start, self._end = handle, start, end
+        self._done: Callable[[], None] | None = done
 
     def __iter__(self) -> Iterator[bytes]:
         self._handle.seek(self._start)
@@ -200,7 +264,11 @@ class _Chunks:
             yield chunk
 
     def close(self) -> None:
+        """Called by the server once the body is sent or the client gone."""
+        done, self._done = self._done, None
         self._handle.close()
+        if done is not None:
+            done()
 
 
 def _mimetype(filename: str) -> str:
