@@ -754,6 +754,27 @@ def test_clients_that_stop_reading_large_files_leave_the_index_answering(
 
 
 
+def test_every_place_for_large_downloads_stalled_costs_a_worker_under_100_mib(
+    server_factory, packages_dir, tmp_path
+):
+    # What a worker holds per stalled download is a few of its chunks: with
+    # the default 16 threads, 64 places.
+    filename = "slow_pkg-1.0-py3-none-any.whl"
+    write_sparse_wheel(packages_dir / filename, make_wheel(tmp_path, "slow-pkg", "1.0").read_bytes(), 256 * _MIB)
+    server = server_factory(["-a", ".", "-P", ".", "--workers", "1", str(packages_dir)])
+    assert server.get("/simple/slow-pkg/").status == 200
+    before = peak_rss_kib(server.pid)
+    stalled = [stalled_download(server.port, f"/packages/{filename}") for _ in range(64)]
+    try:
+        time.sleep(1)  # for the worker to fill what it queues for each
+        growth_mib = (peak_rss_kib(server.pid) - before) / 1024
+        assert requests.get(f"{server.url}/packages/{filename}", timeout=10).status_code == 503
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert growth_mib < 100, f"64 stalled downloads took {growth_mib:.0f} MiB"
+
+
 @pytest.mark.parametrize("client", ["pip", "uv"])
 def test_installers_retry_a_large_download_refused_while_every_place_is_taken(
     server_factory, packages_dir, tmp_path, client
