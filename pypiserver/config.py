@@ -33,12 +33,12 @@ __all__ = [
 BACKENDS = ("auto", "simple-dir", "cached-dir")
 DEFAULT_FALLBACK_URL = "https://pypi.org/simple/"
 DEFAULT_ROOT = Path("~/packages")
-#: Values of ``--hash-algo`` that switch the URL fragment off.
 #: Threads per worker process answering requests, without --threads.
 DEFAULT_THREADS = 16
 #: Files over 1 MiB each worker may send at once, per request thread: they
 #: have threads of their own (see large_downloads).
 LARGE_DOWNLOADS_PER_THREAD = 4
+#: Values of ``--hash-algo`` that switch the URL fragment off.
 HASH_ALGO_OFF = frozenset({"0", "no", "off", "false", "none"})
 
 Auther = Callable[[str, str], bool]
