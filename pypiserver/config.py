@@ -33,11 +33,8 @@ __all__ = [
 BACKENDS = ("auto", "simple-dir", "cached-dir")
 DEFAULT_FALLBACK_URL = "https://pypi.org/simple/"
 DEFAULT_ROOT = Path("~/packages")
-#: Threads per worker process answering requests, without --threads.
+#: Threads per worker process, without --threads.
 DEFAULT_THREADS = 16
-#: Files over 1 MiB each worker may send at once, per request thread: they
-#: have threads of their own (see large_downloads).
-LARGE_DOWNLOADS_PER_THREAD = 4
 #: Values of ``--hash-algo`` that switch the URL fragment off.
 HASH_ALGO_OFF = frozenset({"0", "no", "off", "false", "none"})
 
@@ -89,7 +86,7 @@ class Config:
     log_err_frmt: str = "%(body)s: %(exception)s \n%(traceback)s"
     #: Number of worker processes for servers that fork (granian, gunicorn).
     workers: int | None = None
-    #: Number of threads per worker answering requests (see request_threads).
+    #: Number of threads per worker (see thread_count).
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -114,20 +111,20 @@ class Config:
         return self.state_dir or self.roots[0] / ".pypiserver"
 
     @property
-    def request_threads(self) -> int:
+    def thread_count(self) -> int:
         return self.threads or DEFAULT_THREADS
 
     @property
     def large_downloads(self) -> int:
-        """How many files over 1 MiB one worker process sends at once.
+        """How many files over 1 MiB one worker process sends at once: all
+        its threads but a quarter (12 of 16).
 
-        Such a file is read as the client takes it, holding a thread for as
-        long as the client takes (for ever, under granian, if it stops
-        reading).  The servers get this many threads beyond
-        ``request_threads`` and a further large download is refused, so
-        that slow clients cannot leave pages and small files without one.
+        Such a file is read as the client takes it, which holds a thread
+        for as long as the client takes (for ever, under granian, if it
+        stops reading).  A further large download is refused, so that slow
+        clients cannot leave pages and small files without a thread.
         """
-        return LARGE_DOWNLOADS_PER_THREAD * self.request_threads
+        return max(1, self.thread_count - self.thread_count // 4)
 
     def checked(self) -> "Config":
         """Check what can only be checked against the file system."""

@@ -64,7 +64,7 @@ def serve(config: Config, argv: list[str]) -> None:
             app,
             host=config.host,
             port=config.port,
-            threads=_threads(config),
+            threads=config.thread_count,
             max_request_body_size=limit,
             _quiet=True,
         )
@@ -73,14 +73,8 @@ def serve(config: Config, argv: list[str]) -> None:
     else:
         options: dict[str, Any] = {}
         if server == "gunicorn":
-            options = {"workers": config.workers or 1, "threads": _threads(config)}
+            options = {"workers": config.workers or 1, "threads": config.thread_count}
         bottle.run(app, server=server, host=config.host, port=config.port, quiet=config.verbosity < 2, **options)
-
-
-def _threads(config: Config) -> int:
-    """Threads per worker: those answering requests, and those sending large
-    files, which the application keeps to config.large_downloads at once."""
-    return config.request_threads + config.large_downloads
 
 
 def granian_app() -> bottle.Bottle:
@@ -136,7 +130,7 @@ def _serve_granian(config: Config, argv: list[str]) -> None:
         port=config.port,
         interface=Interfaces.WSGI,
         workers=workers,
-        blocking_threads=_threads(config),
+        blocking_threads=config.thread_count,
         factory=True,
         log_enabled=config.verbosity > 0,
         backlog=2048,

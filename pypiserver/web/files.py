@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 import bottle
 
 from .. import render
-from ..config import LARGE_DOWNLOADS_PER_THREAD
 from ..state import FileFacts
 from ..storage import StoredFile
 from .responses import Page, plain_error, redirect, send_page
@@ -37,9 +36,9 @@ SMALL_FILE = 1 << 20
 #: microsecond, on every download where there is no O_BINARY (all but Windows).
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 #: A large file is read this much at a time.  granian queues up to 16 of
-#: them for a slow client: with 64 KiB, 64 stalled downloads of a large file
-#: took 68 MiB more in a worker (150 MiB with 256 KiB), and one download
-#: still ran at 1.3-1.4 GB/s here (1.4-1.75 with 256 KiB).
+#: them for a client slow to read: with 64 KiB, 64 stalled downloads of a
+#: large file took 68 MiB more in a worker (150 MiB with 256 KiB), and one
+#: download still ran at 1.3-1.4 GB/s here (1.4-1.75 with 256 KiB).
 _CHUNK = 1 << 16
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 #: Seconds a client refused a large download is asked to wait: long enough
@@ -50,8 +49,8 @@ _WARNING_INTERVAL = 60.0
 
 class LargeDownloads:
     """The places for files over :data:`SMALL_FILE` being sent at once by
-    this process (``Config.large_downloads``): each holds a server thread
-    until its client has it all."""
+    this process (``Config.large_downloads``): each holds one of the
+    server's threads until its client has it all."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -68,9 +67,8 @@ class LargeDownloads:
             self._next_warning = now + _WARNING_INTERVAL
             log.warning(
                 "refusing a download: all %d places for files over 1 MiB are taken"
-                " (clients slow to read them?); --threads N gives %d x N places per worker",
+                " (clients slow to read them?); more --threads give more places",
                 self.limit,
-                LARGE_DOWNLOADS_PER_THREAD,
             )
         return False
 
