@@ -117,14 +117,16 @@ class Config:
     @property
     def large_downloads(self) -> int:
         """How many files over 1 MiB one worker process sends at once: all
-        its threads but a quarter (12 of 16).
+        its threads but a quarter (12 of 16), leaving at least one unless
+        there is only one.
 
         Such a file is read as the client takes it, which holds a thread
         for as long as the client takes (for ever, under granian, if it
         stops reading).  A further large download is refused, so that slow
         clients cannot leave pages and small files without a thread.
         """
-        return max(1, self.thread_count - self.thread_count // 4)
+        threads = self.thread_count
+        return max(1, threads - max(1, threads // 4))
 
     def checked(self) -> "Config":
         """Check what can only be checked against the file system."""

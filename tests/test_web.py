@@ -465,5 +465,14 @@ def test_large_downloads_past_their_places_are_refused_until_one_ends(make_app, 
         body.close()
     fresh = [start(paths[0]) for _ in range(3)]
     assert [status for status, _, _ in fresh] == ["200 OK"] * 3
-    for _, _, body in fresh:
+    # Bodies dropped without being closed give their places back too.
+    del fresh, body, again
+    last = [start(paths[0]) for _ in range(3)]
+    assert [status for status, _, _ in last] == ["200 OK"] * 3
+    for _, _, body in last:
         body.close()
+
+
+@pytest.mark.parametrize(("threads", "places"), [(1, 1), (2, 1), (3, 2), (4, 3), (16, 12), (64, 48)])
+def test_large_downloads_leave_a_quarter_of_the_threads_and_at_least_one(tmp_path, threads, places):
+    assert pypiserver.config.Config(roots=(tmp_path,), threads=threads).large_downloads == places
