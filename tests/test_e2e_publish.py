@@ -3,7 +3,9 @@
 Every upload is followed by what a user does next, a ``pip install`` of the
 uploaded release from the same server.  Bad uploads are sent as raw HTTP and
 must leave the package directory exactly as it was, temporary files included;
-a 1 GiB upload must not make the server hold the file in memory.
+a 1 GiB upload must not make the server hold the file in memory, nor must a
+client slow to read a large download, and clients that stop reading large
+files must not leave the index without threads to answer others.
 """
 
 from __future__ import annotations
@@ -705,7 +707,6 @@ def test_a_client_reading_slowly_does_not_make_the_server_hold_the_file(
     assert (received, digest.hexdigest()) == (size, sha256)
 
 
-
 def stalled_download(port: int, path: str) -> socket.socket:
     """A connection that asked for ``path``, got the headers and reads no
     more: its server has to hold the rest for as long as it stays open."""
@@ -752,7 +753,6 @@ def test_clients_that_stop_reading_large_files_leave_the_index_answering(
             break
         time.sleep(_POLL_INTERVAL)
     assert (answer.status_code, len(answer.content)) == (200, 64 * _MIB)
-
 
 
 def test_a_worker_with_every_place_for_large_downloads_stalled_grows_under_80_mib(
