@@ -153,6 +153,19 @@ def make_wheel(
     return target
 
 
+
+def make_sparse_wheel(directory: Path, name: str, version: str, size: int) -> Path:
+    """A ``size``-byte wheel of ``name`` ``version`` in ``directory``: a hole
+    (read as zeros, taking no disk), then a small wheel.  Still a valid
+    archive: a zip file may be preceded by anything."""
+    target = make_wheel(directory, name, version)
+    tail = target.read_bytes()
+    with target.open("wb") as out:
+        out.truncate(size - len(tail))
+        out.seek(size - len(tail))
+        out.write(tail)
+    return target
+
 def _pyproject_text(
     name: str,
     version: str,

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,10 +30,11 @@ from conftest import (
     http_get,
     run_client,
     server_command,
+    stalled_download,
     start_server,
     tool,
 )
-from dists import make_sdist, make_wheel
+from dists import make_sdist, make_sparse_wheel, make_wheel
 
 import pypiserver
 
@@ -357,39 +359,71 @@ def test_workers_inherit_one_catalogue(server_factory, packages_dir):
     assert server.log_text().count("catalogue of 1 projects, 1 files ready") == 1, server.log_text()
 
 
-def test_slow_large_downloads_leave_threads_for_other_clients(server_factory, packages_dir):
-    # A download over 1 MiB holds one of its worker's threads while it is
-    # sent (README, --threads), so clients that stop reading must not hold
-    # up anyone else while there are threads to spare.
+@pytest.mark.parametrize("server_name", ["auto", "waitress", "gunicorn"])
+def test_clients_that_stop_reading_large_files_leave_the_index_answering(server_factory, packages_dir, server_name):
+    large = make_sparse_wheel(packages_dir, "large", "1.0", 64 << 20)  # far more than socket buffers take
     make_wheel(packages_dir, "small", "1.0")
-    with (packages_dir / "large-1.0.tar.gz").open("wb") as large:
-        large.truncate(64 << 20)  # far more than the socket buffers take
-    server = server_factory(
-        ["--server", "granian", "--workers", "1", "--threads", "3", str(packages_dir)]
-    )
-    stalled = [_stop_reading_download(server, "/packages/large-1.0.tar.gz") for _ in range(2)]
+    # One process of four threads, three of which may send large files.
+    server = server_factory(["--server", server_name, "--workers", "1", "--threads", "4", str(packages_dir)])
+    stalled = [stalled_download(server.port, f"/packages/{large.name}") for _ in range(3)]
     try:
-        # A request waiting for a thread would time out here.
-        page = http_get(server.url + "/simple/small/", timeout=5.0)
+        # The thread left answers these: without the limit, a fourth stalled
+        # client would have taken it too, for as long as it stayed (under
+        # granian, for ever).
+        page = http_get(server.url + "/simple/small/", timeout=10)
         assert page.status == 200 and "small-1.0-py3-none-any.whl" in page.text
+        small = http_get(server.url + "/packages/small-1.0-py3-none-any.whl", timeout=10)
+        assert (small.status, small.body[:2]) == (200, b"PK")
+        refused = http_get(server.url + f"/packages/{large.name}", timeout=10)
+        assert (refused.status, refused.headers["Retry-After"]) == (503, "5"), refused.text
     finally:
-        for connection in stalled:
-            connection.close()
+        for sock in stalled:
+            sock.close()
+    # Gone clients give their places back.
+    deadline = time.monotonic() + 10
+    while (answer := http_get(server.url + f"/packages/{large.name}", timeout=30)).status == 503:
+        assert time.monotonic() < deadline, "no place given back within 10 s"
+        time.sleep(0.05)
+    assert (answer.status, len(answer.body)) == (200, 64 << 20)
 
 
-def _stop_reading_download(server: Server, path: str) -> socket.socket:
-    """A client that asks for ``path``, reads the response headers and then
-    nothing more."""
-    connection = socket.socket()
-    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    connection.settimeout(10.0)
-    connection.connect(("127.0.0.1", server.port))
-    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    received = b""
-    while b"\r\n\r\n" not in received and len(received) < 65536:
-        received += connection.recv(4096)
-    assert received.startswith(b"HTTP/1.1 200"), received[:200]
-    return connection
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_installers_retry_a_large_download_refused_while_every_place_is_taken(
+    server_factory, packages_dir, tmp_path, client
+):
+    # Incompressible, and more than the kernel's socket buffers take in.
+    data = os.urandom(16 << 20)
+    wheel = make_wheel(packages_dir, "big-pkg", "1.0", data=data)
+    server = server_factory(["--workers", "1", "--threads", "4", str(packages_dir)])
+    stalled = [stalled_download(server.port, f"/packages/{wheel.name}") for _ in range(3)]
+    refused = "refusing a download: all 3 places for files over 1 MiB are taken"
+    finished = threading.Event()
+
+    def release_once_refused() -> None:
+        while refused not in server.log_text() and not finished.wait(0.05):
+            pass
+        for sock in stalled:
+            sock.close()
+
+    release = threading.Thread(target=release_once_refused)
+    release.start()
+    target = tmp_path / "target"
+    command = {
+        "pip": [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(target), "big-pkg"],
+        "uv": [tool("uv"), "pip", "install", "--python", sys.executable, "--target", str(target), "big-pkg"],
+    }[client]
+    try:
+        result = run_client(command, env=client_env(f"{server.url}/simple/", home=tmp_path / "home"))
+    finally:
+        finished.set()
+        release.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    # It was refused first, and got the file once there was a place.
+    assert refused in server.log_text()
+    if client == "pip":
+        assert (target / wheel.name).read_bytes() == wheel.read_bytes()
+    else:
+        assert (target / "big_pkg" / "data.bin").read_bytes() == data
 
 
 def test_new_version_of_listed_project_is_installed(
