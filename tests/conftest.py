@@ -121,7 +121,6 @@ def http_get(
             return HttpResponse(error.code, error.headers, error.read())
 
 
-
 def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     """(status line and headers, the body bytes that came with them) of the
     response arriving on ``sock``."""
@@ -147,6 +146,7 @@ def stalled_download(port: int, path: str) -> socket.socket:
     head, _ = read_head(sock)
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     return sock
+
 
 # --- the server subprocess ---------------------------------------------------
 

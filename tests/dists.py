@@ -153,7 +153,6 @@ def make_wheel(
     return target
 
 
-
 def make_sparse_wheel(directory: Path, name: str, version: str, size: int) -> Path:
     """A ``size``-byte wheel of ``name`` ``version`` in ``directory``: a hole
     (read as zeros, taking no disk), then a small wheel.  Still a valid
@@ -165,6 +164,7 @@ def make_sparse_wheel(directory: Path, name: str, version: str, size: int) -> Pa
         out.seek(size - len(tail))
         out.write(tail)
     return target
+
 
 def _pyproject_text(
     name: str,
