@@ -121,29 +121,28 @@ def http_get(
             return HttpResponse(error.code, error.headers, error.read())
 
 
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """(status line and headers, the body bytes that came with them) of the
-    response arriving on ``sock``."""
+def start_download(port: int, path: str) -> tuple[socket.socket, bytes, bytes]:
+    """A client with a small receive window that asked for ``path`` and read
+    the response headers: (its socket, the headers, the body bytes that
+    came with them).  Until it reads on, the server has to hold the rest."""
+    sock = socket.socket()
+    # Set before connecting: the kernel takes in little for the client.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(60)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     received = b""
     while b"\r\n\r\n" not in received:
         chunk = sock.recv(4096)
         assert chunk, f"connection closed before the headers ended: {received!r}"
         received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
-    return head, body
+    return sock, head, body
 
 
 def stalled_download(port: int, path: str) -> socket.socket:
-    """A client that asked for ``path``, read the response headers and then
-    reads no more: its server has to hold the rest while it stays open."""
-    sock = socket.socket()
-    # A small receive window, set before connecting: the kernel takes in
-    # little for the client, so the server has to wait for it.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    sock.settimeout(30)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    head, _ = read_head(sock)
+    """A client that asked for ``path``, got 200 and reads no more."""
+    sock, head, _ = start_download(port, path)
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     return sock
 

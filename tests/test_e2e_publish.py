@@ -21,7 +21,7 @@ import pytest
 import requests
 from passlib.apache import HtpasswdFile
 
-from conftest import Server, StartServer, client_env, read_head, run_client, stalled_download, tool
+from conftest import Server, StartServer, client_env, run_client, stalled_download, start_download, tool
 from dists import make_sdist, make_sparse_wheel, make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -657,12 +657,8 @@ def test_a_client_reading_slowly_does_not_make_the_server_hold_the_file(
     assert sha256 in server.get("/simple/slow-pkg/").text  # every worker is warm
     before = peak_rss_kib(server.pid)
 
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.settimeout(60)
-        sock.connect(("127.0.0.1", server.port))
-        sock.sendall(f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        head, body = read_head(sock)
+    sock, head, body = start_download(server.port, f"/packages/{wheel.name}")
+    with sock:
         assert head.startswith(b"HTTP/1.1 200"), head
         assert f"content-length: {size}".encode() in head.lower(), head
 
