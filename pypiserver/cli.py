@@ -94,7 +94,7 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     add("--backend", choices=BACKENDS, default="auto", help="auto, cached-dir (watch the directories), simple-dir (read them on every request)")
     add("--server-base-url", help="external URL of the server, for links and redirects behind a proxy")
     add("--workers", type=_positive, help="worker processes (granian, gunicorn)")
-    add("--threads", type=_positive, help="threads per worker process (default 16); at most three quarters send files over 1 MiB at once")
+    add("--threads", type=_positive, help="threads per worker process (default 16); at most three quarters send files over 1 MiB or read request bodies at once")
     add("--log-req-frmt", default=Config.log_req_frmt, help="format of logged requests")
     add("--log-res-frmt", default=Config.log_res_frmt, help="format of logged responses")
     add("--log-err-frmt", default=Config.log_err_frmt, help="format of logged errors")

@@ -115,15 +115,16 @@ class Config:
         return self.threads or DEFAULT_THREADS
 
     @property
-    def large_downloads(self) -> int:
-        """How many files over 1 MiB one worker process sends at once: all
-        its threads but a quarter (12 of 16), leaving at least one unless
-        there is only one.
+    def transfer_places(self) -> int:
+        """How many transfers paced by their clients one worker process runs
+        at once (files over 1 MiB sent, request bodies read): all its
+        threads but a quarter (12 of 16), leaving at least one unless there
+        is only one.
 
-        Such a file is read as the client takes it, which holds a thread
-        for as long as the client takes (for ever, under granian, if it
-        stops reading).  A further large download is refused, so that slow
-        clients cannot leave pages and small files without a thread.
+        Each holds a thread for as long as its client takes (under granian
+        and gunicorn, for ever if it stops).  A further one is refused, so
+        that slow clients cannot leave pages and small files without a
+        thread.
         """
         threads = self.thread_count
         return max(1, threads - max(1, threads // 4))

@@ -131,19 +131,33 @@ def start_download(port: int, path: str) -> tuple[socket.socket, bytes, bytes]:
     sock.settimeout(60)
     sock.connect(("127.0.0.1", port))
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return sock, *read_head(sock)
+
+
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The response headers on ``sock`` and the body bytes that came with them."""
     received = b""
     while b"\r\n\r\n" not in received:
         chunk = sock.recv(4096)
         assert chunk, f"connection closed before the headers ended: {received!r}"
         received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
-    return sock, head, body
+    return head, body
 
 
 def stalled_download(port: int, path: str) -> socket.socket:
     """A client that asked for ``path``, got 200 and reads no more."""
     sock, head, _ = start_download(port, path)
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return sock
+
+
+def stalled_post(port: int, path: str, content_type: str) -> socket.socket:
+    """A client that sent a POST's headers and the start of its body, and
+    sends no more."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+    sock.sendall(f"{head}Content-Length: 100000\r\n\r\n--x\r\n".encode())
     return sock
 
 

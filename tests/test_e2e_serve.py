@@ -12,12 +12,14 @@ import hashlib
 import http.client
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import xmlrpc.client
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,9 +30,11 @@ from conftest import (
     client_env,
     free_port,
     http_get,
+    read_head,
     run_client,
     server_command,
     stalled_download,
+    stalled_post,
     start_server,
     tool,
 )
@@ -387,6 +391,62 @@ def test_clients_that_stop_reading_large_files_leave_the_index_answering(server_
     assert (answer.status, len(answer.body)) == (200, 64 << 20)
 
 
+@pytest.mark.parametrize("server_name", ["auto", "waitress", "gunicorn"])
+def test_clients_that_stop_sending_a_body_leave_the_index_answering(server_factory, packages_dir, server_name):
+    make_wheel(packages_dir, "small", "1.0")
+    # Anyone may upload: no password check stands before the body.
+    args = ["--server", server_name, "--workers", "1", "--threads", "4", "-a", ".", "-P", "."]
+    server = server_factory([*args, str(packages_dir)])
+    upload = "multipart/form-data; boundary=x"
+    stalled = [stalled_post(server.port, path, kind) for path, kind in [("/", "text/xml"), ("/legacy/", upload)] * 2]
+    try:
+        if server_name == "waitress":
+            # It reads a body whole before the application sees it, so the
+            # stalled clients hold no thread and searching still works.
+            assert names(xmlrpc_search(server)) == ["small"]
+        else:
+            # Three hold the three places; whichever came last was answered
+            # at once, its body unread, and so is a search now.
+            answered, _, _ = select.select(stalled, [], [], 10)
+            assert len(answered) == 1, answered
+            assert read_head(answered[0])[0].startswith(b"HTTP/1.1 503")
+            assert raw_search(server) == (503, "5")
+        page = http_get(server.url + "/simple/small/", timeout=10)
+        assert page.status == 200 and "small-1.0-py3-none-any.whl" in page.text
+        small = http_get(server.url + "/packages/small-1.0-py3-none-any.whl", timeout=10)
+        assert (small.status, small.body[:2]) == (200, b"PK")
+    finally:
+        for sock in stalled:
+            sock.close()
+    # Gone clients give their places back.
+    deadline = time.monotonic() + 10
+    while raw_search(server)[0] == 503:
+        assert time.monotonic() < deadline, "no place given back within 10 s"
+        time.sleep(0.05)
+    assert names(xmlrpc_search(server)) == ["small"]
+
+
+def xmlrpc_search(server: Server) -> list[dict]:
+    return xmlrpc.client.ServerProxy(server.url + "/").search({"name": "small"})
+
+
+def names(hits: list[dict]) -> list[str]:
+    return sorted(hit["name"] for hit in hits)
+
+
+def raw_search(server: Server) -> tuple[int, str | None]:
+    """The status of a search and its Retry-After header."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        body = xmlrpc.client.dumps(({"name": "small"},), "search").encode()
+        connection.request("POST", "/", body=body, headers={"Content-Type": "text/xml"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("Retry-After")
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("client", ["pip", "uv"])
 def test_installers_retry_a_large_download_refused_while_every_place_is_taken(
     server_factory, packages_dir, tmp_path, client
@@ -396,7 +456,7 @@ def test_installers_retry_a_large_download_refused_while_every_place_is_taken(
     wheel = make_wheel(packages_dir, "big-pkg", "1.0", data=data)
     server = server_factory(["--workers", "1", "--threads", "4", str(packages_dir)])
     stalled = [stalled_download(server.port, f"/packages/{wheel.name}") for _ in range(3)]
-    refused = "refusing a download: all 3 places for files over 1 MiB are taken"
+    refused = "refusing a download: all 3 places for files over 1 MiB and request bodies are taken"
     finished = threading.Event()
 
     def release_once_refused() -> None:

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import time
+import xmlrpc.client
 import zipfile
 from pathlib import Path
 
@@ -446,7 +447,7 @@ def test_large_downloads_past_their_places_are_refused_until_one_ends(make_app, 
     for path in paths:
         status, headers, body = start(path)
         assert (status, headers["Retry-After"]) == ("503 Service Unavailable", "5")
-        assert b"already sending 3 files over 1 MiB" in b"".join(body)
+        assert b"already busy with 3 transfers" in b"".join(body)
     # Small files, pages and HEAD requests need no place.
     assert app.get("/packages/dep-2.0-py3-none-any.whl").body == (root / "dep-2.0-py3-none-any.whl").read_bytes()
     assert app.head(paths[0]).headers["Content-Length"] == str(big.stat().st_size)
@@ -473,6 +474,51 @@ def test_large_downloads_past_their_places_are_refused_until_one_ends(make_app, 
         body.close()
 
 
+def test_posts_read_their_bodies_in_the_places_large_downloads_take(make_app, root, tmp_path):
+    big = root / "big-1.0-py3-none-any.whl"
+    big.write_bytes(bytes(3 << 20) + make_wheel(tmp_path, "big", "1.0").read_bytes())
+    # Anyone may update: the places are all that stands before the body.
+    app = make_app(root, threads=4, authenticated=[], passwords=".")
+    search = xmlrpc.client.dumps(({"name": "dep"},), "search").encode()
+    posts = [
+        ("/", search, "text/xml"),
+        ("/legacy/", b"--x\r\n", "multipart/form-data; boundary=x"),
+        ("/pypi/dep/2.0/yank", b"reason=broken", "application/x-www-form-urlencoded"),
+        ("/pypi/dep/2.0/unyank", b"", "application/x-www-form-urlencoded"),
+    ]
+
+    def download() -> tuple[str, object]:
+        statuses: list[str] = []
+        environ = webtest.TestRequest.blank(f"/packages/{big.name}").environ
+        body = app.app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        return statuses[0], body
+
+    held = [download() for _ in range(3)]
+    assert [status for status, _ in held] == ["200 OK"] * 3
+    for path, body, content_type in posts:
+        refused = app.post(path, body, content_type=content_type, status=503)
+        assert refused.headers["Retry-After"] == "5"
+        assert "already busy with 3 transfers" in refused.text
+    assert app.get("/simple/dep/").status_int == 200  # pages take no place
+
+    held.pop()[1].close()
+    # Answered, well or badly, each gives its place back: four times as many
+    # as there are places, and the last still finds one.
+    for _ in range(4):
+        hits = xmlrpc.client.loads(app.post("/", search, content_type="text/xml").body)[0][0]
+        assert [hit["name"] for hit in hits] == ["dep"]
+        app.post("/", b"<not xml", content_type="text/xml", status=400)
+        app.post("/legacy/", b"--x\r\n", content_type="multipart/form-data; boundary=x", status=400)
+        app.post("/pypi/dep/2.0/yank", b"reason=broken", content_type="application/x-www-form-urlencoded")
+        app.post("/pypi/dep/2.0/unyank", b"", content_type="application/x-www-form-urlencoded")
+        app.post("/pypi/nothing/1.0/yank", b"", content_type="application/x-www-form-urlencoded", status=404)
+    held.append(download())
+    assert held[-1][0] == "200 OK"
+    app.post("/", search, content_type="text/xml", status=503)
+    for _, body in held:
+        body.close()
+
+
 @pytest.mark.parametrize(("threads", "places"), [(1, 1), (2, 1), (3, 2), (4, 3), (16, 12), (64, 48)])
-def test_large_downloads_leave_a_quarter_of_the_threads_and_at_least_one(tmp_path, threads, places):
-    assert pypiserver.config.Config(roots=(tmp_path,), threads=threads).large_downloads == places
+def test_transfers_leave_a_quarter_of_the_threads_and_at_least_one(tmp_path, threads, places):
+    assert pypiserver.config.Config(roots=(tmp_path,), threads=threads).transfer_places == places

@@ -12,6 +12,7 @@ from .. import render
 from ..index import IndexedFile, NotFound, Project
 from ..metadata import CoreMetadata, parse_metadata
 from .responses import Page, send_page
+from .transfers import in_a_place
 
 if TYPE_CHECKING:
     from .app import Context
@@ -35,6 +36,7 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         return _document(ctx, project, files[0].dist.version)
 
     @app.post("/pypi/<name>/<version>/yank", action="update")
+    @in_a_place(ctx.transfers)
     def yank(name: str, version: str) -> str:
         forms = bottle.request.forms
         try:
@@ -44,6 +46,7 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         return "OK\n"
 
     @app.post("/pypi/<name>/<version>/unyank", action="update")
+    @in_a_place(ctx.transfers)
     def unyank(name: str, version: str) -> str:
         try:
             ctx.catalogue.unyank(name, version, bottle.request.forms.get("filename", ""))

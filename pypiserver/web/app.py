@@ -21,8 +21,8 @@ from ..storage import DirectoryStorage
 from ..watcher import Watcher
 from . import api, files, pages, simple, upload
 from .fastpath import FastReads
-from .files import LargeDownloads
 from .responses import PageCache, base_url, plain_error
+from .transfers import TransferPlaces
 
 __all__ = ["Context", "IndexApp", "create_app", "state_dir"]
 
@@ -38,7 +38,7 @@ class Context:
     catalogue: Catalogue
     policy: AccessPolicy
     pages: PageCache
-    large_downloads: LargeDownloads
+    transfers: TransferPlaces
     watcher: Watcher | None = None
 
     def base_url(self) -> str:
@@ -75,7 +75,7 @@ def create_app(config: Config) -> bottle.Bottle:
         str(config.password_file) if config.password_file else None,
         config.auther,
     )
-    context = Context(config, catalogue, policy, PageCache(), LargeDownloads(config.large_downloads), watcher)
+    context = Context(config, catalogue, policy, PageCache(), TransferPlaces(config.transfer_places), watcher)
 
     app = IndexApp(context)
     app.config["pypiserver.context"] = context

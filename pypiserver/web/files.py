@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import logging
 import mimetypes
 import os
 import re
-import threading
 import time
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
@@ -19,13 +17,12 @@ from .. import render
 from ..state import FileFacts
 from ..storage import StoredFile
 from .responses import Page, plain_error, redirect, send_page
+from .transfers import TransferPlaces
 
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["install", "file_answer", "download_headers", "LargeDownloads"]
-
-log = logging.getLogger(__name__)
+__all__ = ["install", "file_answer", "download_headers"]
 
 METADATA_SUFFIX = ".metadata"
 
@@ -41,41 +38,6 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 #: download still ran at 1.3-1.4 GB/s here (1.4-1.75 with 256 KiB).
 _CHUNK = 1 << 16
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-#: Seconds a client refused a large download is asked to wait: long enough
-#: for a short one to end, short enough for pip's retries to find a place.
-_RETRY_AFTER = "5"
-_WARNING_INTERVAL = 60.0
-
-
-class LargeDownloads:
-    """The places for files over :data:`SMALL_FILE` being sent at once by
-    this process (``Config.large_downloads``): each holds one of the
-    server's threads until its client has it all."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._places = threading.Semaphore(limit)
-        self._next_warning = 0.0
-
-    def take(self) -> bool:
-        """A place, if one is free now; never waits."""
-        if self._places.acquire(blocking=False):
-            return True
-        # Once a minute at most: stalled clients can make this every request.
-        now = time.monotonic()
-        if now >= self._next_warning:
-            self._next_warning = now + _WARNING_INTERVAL
-            log.warning(
-                "refusing a download: all %d places for files over 1 MiB are taken"
-                " (clients slow to read them?); more --threads give more places",
-                self.limit,
-            )
-        return False
-
-    def give_back(self) -> None:
-        self._places.release()
-
-
 def download_headers(ctx: "Context") -> list[tuple[str, str]]:
     """The headers ``--cache-control`` adds to every download."""
     max_age = ctx.config.cache_control
@@ -112,7 +74,7 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         if stored is not None:
             try:
                 status, headers, body = file_answer(
-                    stored, facts, bottle.request.environ, extra, ctx.large_downloads
+                    stored, facts, bottle.request.environ, extra, ctx.transfers
                 )
             except OSError:  # removed since the catalogue last looked
                 return plain_error(404, f"No file {relpath} in this index.")
@@ -141,19 +103,19 @@ def file_answer(
     facts: FileFacts | None,
     environ: dict,
     extra_headers: list[tuple[str, str]],
-    large: LargeDownloads,
+    places: TransferPlaces,
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """Status, headers and body sending ``stored`` to the request in
     ``environ``: conditional requests, one byte range, HEAD.  ``facts`` are
     the catalogue's for it, whose sha256 digest is the ETag (the same from
     every worker process and every host).  A body over :data:`SMALL_FILE`
-    needs a place in ``large``, else the answer is 503.  Raises OSError when
+    needs one of ``places``, else the answer is 503.  Raises OSError when
     the file cannot be opened."""
     # A raw descriptor: fewer objects and system calls than open() for the
     # small files most downloads are.
     fd = os.open(stored.location, _OPEN_FLAGS)
     try:
-        return _answer(fd, stored, facts, environ, extra_headers, large)
+        return _answer(fd, stored, facts, environ, extra_headers, places)
     except BaseException:
         os.close(fd)
         raise
@@ -165,7 +127,7 @@ def _answer(
     facts: FileFacts | None,
     environ: dict,
     extra_headers: list[tuple[str, str]],
-    large: LargeDownloads,
+    places: TransferPlaces,
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """:func:`file_answer` for an open descriptor, which it closes or hands
     to the returned body."""
@@ -206,26 +168,14 @@ def _answer(
         data = _read_exactly(fd, start, end - start)
         os.close(fd)
         return status, headers, [data]
-    if not large.take():
+    if not places.take("a download"):
         os.close(fd)
-        return _no_place(large.limit)
+        return places.refusal()
     try:
-        return status, headers, _Chunks(os.fdopen(fd, "rb"), start, end, large.give_back)
+        return status, headers, _Chunks(os.fdopen(fd, "rb"), start, end, places.give_back)
     except BaseException:
-        large.give_back()
+        places.give_back()
         raise
-
-
-def _no_place(limit: int) -> tuple[int, list[tuple[str, str]], list[bytes]]:
-    message = (
-        f"This server process is already sending {limit} files over 1 MiB, as many"
-        f" as it sends at once. Retry in {_RETRY_AFTER} seconds.\n"
-    ).encode()
-    return 503, [
-        ("Retry-After", _RETRY_AFTER),
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(message))),
-    ], [message]
 
 
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:

@@ -22,6 +22,7 @@ from ..index import iter_search_entries, normalize_version
 from ..storage import FileExists, UnsafePath
 from .forms import FormError, FormTooLarge, UploadForm, read_upload_form
 from .responses import plain_error
+from .transfers import in_a_place
 
 if TYPE_CHECKING:
     from ..index import IndexedFile
@@ -47,6 +48,7 @@ def _action_of(request: bottle.BaseRequest) -> str:
 
 
 def install(app: bottle.Bottle, ctx: "Context") -> None:
+    @in_a_place(ctx.transfers)
     def post_root() -> str | bytes | bottle.HTTPResponse:
         request = bottle.request
         if _is_xmlrpc(request):
