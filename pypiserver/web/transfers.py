@@ -4,7 +4,9 @@ read.  Each holds one of the server's threads for as long as its client
 takes; under granian and gunicorn, which have no timeout for either, for
 ever if the client stops.  So a worker process runs at most
 ``Config.transfer_places`` of them at once and answers a further one 503,
-which leaves threads for pages and small files whatever clients do."""
+which leaves threads for pages and small files whatever clients do.
+(gunicorn drains the unread body of a refused request first, for up to
+5 s, in the thread that answered it.)"""
 
 from __future__ import annotations
 
