@@ -397,8 +397,8 @@ def test_clients_that_stop_sending_a_body_leave_the_index_answering(server_facto
     # Anyone may upload: no password check stands before the body.
     args = ["--server", server_name, "--workers", "1", "--threads", "4", "-a", ".", "-P", "."]
     server = server_factory([*args, str(packages_dir)])
-    upload = "multipart/form-data; boundary=x"
-    stalled = [stalled_post(server.port, path, kind) for path, kind in [("/", "text/xml"), ("/legacy/", upload)] * 2]
+    kinds = [("/", "text/xml"), ("/legacy/", "multipart/form-data; boundary=x")] * 2
+    stalled = [stalled_post(server.port, path, content_type) for path, content_type in kinds]
     try:
         if server_name == "waitress":
             # It reads a body whole before the application sees it, so the

@@ -502,8 +502,8 @@ def test_posts_read_their_bodies_in_the_places_large_downloads_take(make_app, ro
     assert app.get("/simple/dep/").status_int == 200  # pages take no place
 
     held.pop()[1].close()
-    # Answered, well or badly, each gives its place back: four times as many
-    # as there are places, and the last still finds one.
+    # Answered well or badly, each gives its place back: 24 of them in the
+    # one place free, and a download still finds it after them.
     for _ in range(4):
         hits = xmlrpc.client.loads(app.post("/", search, content_type="text/xml").body)[0][0]
         assert [hit["name"] for hit in hits] == ["dep"]
