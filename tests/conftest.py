@@ -152,11 +152,13 @@ def stalled_download(port: int, path: str) -> socket.socket:
     return sock
 
 
-def stalled_post(port: int, path: str, content_type: str) -> socket.socket:
-    """A client that sent a POST's headers and the start of its body, and
-    sends no more."""
+def stalled_post(port: int, path: str, content_type: str, authorization: str = "") -> socket.socket:
+    """A client that sent a POST's headers (with ``authorization``, if
+    any) and the start of its body, and sends no more."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+    if authorization:
+        head += f"Authorization: {authorization}\r\n"
     sock.sendall(f"{head}Content-Length: 100000\r\n\r\n--x\r\n".encode())
     return sock
 

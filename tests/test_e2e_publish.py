@@ -9,11 +9,13 @@ client slow to read a large download.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +23,16 @@ import pytest
 import requests
 from passlib.apache import HtpasswdFile
 
-from conftest import Server, StartServer, client_env, run_client, stalled_download, start_download, tool
+from conftest import (
+    Server,
+    StartServer,
+    client_env,
+    run_client,
+    stalled_download,
+    stalled_post,
+    start_download,
+    tool,
+)
 from dists import make_sdist, make_sparse_wheel, make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -162,6 +173,37 @@ def test_twine_upload_with_htpasswd_credentials(protected_server, packages_dir, 
     assert accepted.returncode == 0, output_of(accepted)
     assert listing(packages_dir) == [WHEEL]
     pip_install(protected_server, env, tmp_path / "target", f"{PROJECT}==1.0")
+
+
+def test_a_signed_in_twine_upload_waits_for_a_place_while_every_one_is_taken(
+    server_factory, packages_dir, dist_dir, tmp_path, htpasswd
+):
+    # One process of four threads: three places, held by three signed-in
+    # clients that stopped sending their uploads.
+    args = ["-a", "update", "-P", str(htpasswd), "--workers", "1", "--threads", "4"]
+    server = server_factory([*args, str(packages_dir)])
+    signed_in = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    stalled = [stalled_post(server.port, "/", "multipart/form-data; boundary=x", signed_in) for _ in range(3)]
+    waiting = "a request body waits for a place: all 3 places"
+    finished = threading.Event()
+
+    def release_once_waiting() -> None:
+        while waiting not in server.log_text() and not finished.wait(0.05):
+            pass
+        for sock in stalled:
+            sock.close()
+
+    release = threading.Thread(target=release_once_waiting)
+    release.start()
+    try:
+        # twine retries no POST: it gets its place by waiting for it.
+        result = twine_upload(server, tools_env(server, tmp_path / "home"), "/", [dist_dir / WHEEL])
+    finally:
+        finished.set()
+        release.join()
+    assert waiting in server.log_text(), server.log_text()
+    assert result.returncode == 0, output_of(result)
+    assert (packages_dir / WHEEL).read_bytes() == (dist_dir / WHEEL).read_bytes()
 
 
 def uv_publish(server: Server, env, files, *extra: str, url_path: str = "/legacy/"):

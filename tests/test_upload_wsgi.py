@@ -8,6 +8,8 @@ and that a refused upload leaves the package directory exactly as it was.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import xmlrpc.client
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from packaging.utils import canonicalize_name as normalize
 from passlib.apache import HtpasswdFile
 
 from dists import make_sdist, make_wheel
+
+from pypiserver.web import transfers
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
 
@@ -406,6 +410,61 @@ def test_remove_pkg_needs_credentials_when_update_protected(make_app, root, dist
     app.authorization = _basic("alice", "s3cret")
     assert post_form(app, fields).status_int == 200
     assert listing(root) == []
+
+
+def test_a_signed_in_upload_waits_for_a_place_and_others_are_refused_at_once(
+    make_app, root, dists, htpasswd, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(transfers, "SIGNED_IN_WAIT", 1.0)
+    big = root / "big-1.0-py3-none-any.whl"
+    big.write_bytes(bytes(3 << 20) + make_wheel(tmp_path, "big", "1.0").read_bytes())
+    app = make_app(authenticate=["update"], password_file=str(htpasswd), threads=4)
+    environ = webtest.TestRequest.blank(f"/packages/{big.name}").environ
+    held = [app.app(dict(environ), lambda *args: None) for _ in range(3)]  # every place
+    content = _wheel_bytes(dists)
+
+    # A search needs no credentials: refused without waiting.
+    started = time.monotonic()
+    app.post("/", xmlrpc.client.dumps(({"name": "demo"},), "search"), content_type="text/xml", status=503)
+    assert time.monotonic() - started < 0.5
+    # Signed in, with no place given back: refused once the wait is over.
+    app.authorization = _basic("alice", "s3cret")
+    started = time.monotonic()
+    refused = upload(app, WHEEL, content)
+    assert (refused.status_int, refused.headers["Retry-After"]) == (503, "5")
+    assert time.monotonic() - started >= 1.0
+    assert listing(root) == ["big-1.0-py3-none-any.whl"]
+    # Signed in, with a place given back meanwhile: stored.
+    threading.Timer(0.3, held.pop().close).start()
+    assert upload(app, WHEEL, content).status_int == 200
+    assert (root / WHEEL).read_bytes() == content
+    for body in held:
+        body.close()
+
+
+def test_an_upload_gives_its_place_back_once_its_body_is_read(make_app, root, dists, monkeypatch):
+    app = make_app(threads=2)  # one place
+    catalogue = app.app.config["pypiserver.context"].catalogue
+    storing, stored = threading.Event(), threading.Event()
+    store = catalogue.store
+
+    def slow_store(*args, **kwargs):
+        storing.set()
+        assert stored.wait(10)
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(catalogue, "store", slow_store)
+    uploading = threading.Thread(target=upload, args=(app, WHEEL, _wheel_bytes(dists)))
+    uploading.start()
+    try:
+        assert storing.wait(10)
+        # The upload is still being stored, in no place: a body can be read.
+        search = xmlrpc.client.dumps(({"name": "demo"},), "search")
+        assert app.post("/", search, content_type="text/xml").status_int == 200
+    finally:
+        stored.set()
+        uploading.join()
+    assert WHEEL in listing(root)
 
 
 # --- XML-RPC search ------------------------------------------------------------------------

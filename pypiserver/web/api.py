@@ -12,7 +12,7 @@ from .. import render
 from ..index import IndexedFile, NotFound, Project
 from ..metadata import CoreMetadata, parse_metadata
 from .responses import Page, send_page
-from .transfers import in_a_place
+from .transfers import read_body
 
 if TYPE_CHECKING:
     from .app import Context
@@ -36,9 +36,8 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         return _document(ctx, project, files[0].dist.version)
 
     @app.post("/pypi/<name>/<version>/yank", action="update")
-    @in_a_place(ctx.transfers)
     def yank(name: str, version: str) -> str:
-        forms = bottle.request.forms
+        forms = read_body(ctx.transfers, lambda: bottle.request.forms)
         try:
             ctx.catalogue.yank(name, version, forms.get("filename", ""), forms.get("reason", ""))
         except NotFound as exc:
@@ -46,10 +45,10 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         return "OK\n"
 
     @app.post("/pypi/<name>/<version>/unyank", action="update")
-    @in_a_place(ctx.transfers)
     def unyank(name: str, version: str) -> str:
+        forms = read_body(ctx.transfers, lambda: bottle.request.forms)
         try:
-            ctx.catalogue.unyank(name, version, bottle.request.forms.get("filename", ""))
+            ctx.catalogue.unyank(name, version, forms.get("filename", ""))
         except NotFound as exc:
             raise _json_error(404, str(exc)) from None
         return "OK\n"

@@ -22,7 +22,7 @@ from ..watcher import Watcher
 from . import api, files, pages, simple, upload
 from .fastpath import FastReads
 from .responses import PageCache, base_url, plain_error
-from .transfers import TransferPlaces
+from .transfers import SIGNED_IN, TransferPlaces
 
 __all__ = ["Context", "IndexApp", "create_app", "state_dir"]
 
@@ -136,6 +136,8 @@ class AccessPlugin:
         credentials = parse_basic_authorization(bottle.request.get_header("Authorization"))
         decision = self.policy.decide(action, credentials)
         if decision is Decision.ALLOW:
+            if action in self.policy.protected:
+                bottle.request.environ[SIGNED_IN] = True
             return None
         if decision is Decision.CHALLENGE:
             response = plain_error(401, f"Authentication required to {action}.")

@@ -22,7 +22,7 @@ from ..index import iter_search_entries, normalize_version
 from ..storage import FileExists, UnsafePath
 from .forms import FormError, FormTooLarge, UploadForm, read_upload_form
 from .responses import plain_error
-from .transfers import in_a_place
+from .transfers import read_body
 
 if TYPE_CHECKING:
     from ..index import IndexedFile
@@ -48,16 +48,18 @@ def _action_of(request: bottle.BaseRequest) -> str:
 
 
 def install(app: bottle.Bottle, ctx: "Context") -> None:
-    @in_a_place(ctx.transfers)
     def post_root() -> str | bytes | bottle.HTTPResponse:
         request = bottle.request
         if _is_xmlrpc(request):
             return _search(ctx)
         try:
-            form = read_upload_form(
-                request.environ,
-                spool_dir=ctx.config.upload_root,
-                max_size=ctx.config.max_upload_size,
+            form = read_body(
+                ctx.transfers,
+                lambda: read_upload_form(
+                    request.environ,
+                    spool_dir=ctx.config.upload_root,
+                    max_size=ctx.config.max_upload_size,
+                ),
             )
         except FormTooLarge as exc:
             return plain_error(413, str(exc))
@@ -159,7 +161,7 @@ def _search(ctx: "Context") -> bytes | bottle.HTTPResponse:
     request = bottle.request
     if request.content_length > xmlrpc.MAX_BODY_BYTES:
         return plain_error(413, f"XML-RPC request too large: the limit is {xmlrpc.MAX_BODY_BYTES} bytes")
-    body = request.body.read(xmlrpc.MAX_BODY_BYTES + 1)
+    body = read_body(ctx.transfers, lambda: request.body.read(xmlrpc.MAX_BODY_BYTES + 1))
     bottle.response.content_type = "text/xml"
     try:
         # Unsafe or malformed XML (entity bombs, external entities) is a bad
