@@ -7,6 +7,7 @@ fixtures below wrap them with clean-up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -253,6 +255,28 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def closed_once_logged(server: Server, line: str, socks: Sequence[socket.socket]) -> Iterator[None]:
+    """Runs the block while ``socks`` (stalled clients) hold the server's
+    places, and closes them as soon as its log has ``line``: what the block
+    does waits for a place, or is refused one, before they let go."""
+    finished = threading.Event()
+
+    def close_once_logged() -> None:
+        while line not in server.log_text() and not finished.wait(0.05):
+            pass
+        for sock in socks:
+            sock.close()
+
+    closer = threading.Thread(target=close_once_logged)
+    closer.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        closer.join()
 
 
 def _wait_until_healthy(server: Server, health: str) -> str | None:

@@ -15,7 +15,6 @@ import http.client
 import os
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from conftest import (
     Server,
     StartServer,
     client_env,
+    closed_once_logged,
     run_client,
     stalled_download,
     stalled_post,
@@ -185,22 +185,9 @@ def test_a_signed_in_twine_upload_waits_for_a_place_while_every_one_is_taken(
     signed_in = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     stalled = [stalled_post(server.port, "/", "multipart/form-data; boundary=x", signed_in) for _ in range(3)]
     waiting = "a request body waits for a place: all 3 places"
-    finished = threading.Event()
-
-    def release_once_waiting() -> None:
-        while waiting not in server.log_text() and not finished.wait(0.05):
-            pass
-        for sock in stalled:
-            sock.close()
-
-    release = threading.Thread(target=release_once_waiting)
-    release.start()
-    try:
+    with closed_once_logged(server, waiting, stalled):
         # twine retries no POST: it gets its place by waiting for it.
         result = twine_upload(server, tools_env(server, tmp_path / "home"), "/", [dist_dir / WHEEL])
-    finally:
-        finished.set()
-        release.join()
     assert waiting in server.log_text(), server.log_text()
     assert result.returncode == 0, output_of(result)
     assert (packages_dir / WHEEL).read_bytes() == (dist_dir / WHEEL).read_bytes()

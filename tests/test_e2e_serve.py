@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from conftest import (
     STOP_GRACE,
     Server,
     client_env,
+    closed_once_logged,
     free_port,
     http_get,
     read_head,
@@ -457,26 +457,13 @@ def test_installers_retry_a_large_download_refused_while_every_place_is_taken(
     server = server_factory(["--workers", "1", "--threads", "4", str(packages_dir)])
     stalled = [stalled_download(server.port, f"/packages/{wheel.name}") for _ in range(3)]
     refused = "refusing a download: all 3 places for files over 1 MiB and request bodies are taken"
-    finished = threading.Event()
-
-    def release_once_refused() -> None:
-        while refused not in server.log_text() and not finished.wait(0.05):
-            pass
-        for sock in stalled:
-            sock.close()
-
-    release = threading.Thread(target=release_once_refused)
-    release.start()
     target = tmp_path / "target"
     command = {
         "pip": [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(target), "big-pkg"],
         "uv": [tool("uv"), "pip", "install", "--python", sys.executable, "--target", str(target), "big-pkg"],
     }[client]
-    try:
+    with closed_once_logged(server, refused, stalled):
         result = run_client(command, env=client_env(f"{server.url}/simple/", home=tmp_path / "home"))
-    finally:
-        finished.set()
-        release.join()
     assert result.returncode == 0, result.stdout + result.stderr
     # It was refused first, and got the file once there was a place.
     assert refused in server.log_text()
