@@ -403,7 +403,7 @@ def test_clients_that_stop_sending_a_body_leave_the_index_answering(server_facto
         if server_name == "waitress":
             # It reads a body whole before the application sees it, so the
             # stalled clients hold no thread and searching still works.
-            assert names(xmlrpc_search(server)) == ["small"]
+            assert found_by_search(server) == ["small"]
         else:
             # Three hold the three places; whichever came last was answered
             # at once, its body unread, and so is a search now.
@@ -423,14 +423,12 @@ def test_clients_that_stop_sending_a_body_leave_the_index_answering(server_facto
     while raw_search(server)[0] == 503:
         assert time.monotonic() < deadline, "no place given back within 10 s"
         time.sleep(0.05)
-    assert names(xmlrpc_search(server)) == ["small"]
+    assert found_by_search(server) == ["small"]
 
 
-def xmlrpc_search(server: Server) -> list[dict]:
-    return xmlrpc.client.ServerProxy(server.url + "/").search({"name": "small"})
-
-
-def names(hits: list[dict]) -> list[str]:
+def found_by_search(server: Server) -> list[str]:
+    """The names an XML-RPC search for "small" finds."""
+    hits = xmlrpc.client.ServerProxy(server.url + "/").search({"name": "small"})
     return sorted(hit["name"] for hit in hits)
 
 

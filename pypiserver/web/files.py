@@ -38,6 +38,8 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 #: download still ran at 1.3-1.4 GB/s here (1.4-1.75 with 256 KiB).
 _CHUNK = 1 << 16
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
 def download_headers(ctx: "Context") -> list[tuple[str, str]]:
     """The headers ``--cache-control`` adds to every download."""
     max_age = ctx.config.cache_control
