@@ -405,6 +405,45 @@ def run_client(
     )
 
 
+def tools_env(server: Server, home: Path) -> dict[str, str]:
+    """pip/uv pointed at ``server`` only, and twine, poetry, pdm and hatch
+    isolated in ``home``: no user configuration, cache or keyring."""
+    env = client_env(f"{server.url}/simple/", home=home)
+    for key in list(env):
+        if key.startswith(("TWINE_", "POETRY_", "PDM_", "HATCH_")):
+            del env[key]
+    # poetry and pdm install into an activated virtual environment (the one
+    # running the tests, say) rather than a project's own.
+    env.pop("VIRTUAL_ENV", None)
+    (home / "hatch").mkdir(parents=True, exist_ok=True)
+    (home / "hatch" / "config.toml").touch()
+    env.update(
+        # No desktop keyring is asked for passwords, nor remembers them.
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+        POETRY_CONFIG_DIR=str(home / "poetry-config"),
+        POETRY_CACHE_DIR=str(home / "poetry-cache"),
+        POETRY_DATA_DIR=str(home / "poetry-data"),
+        POETRY_NO_INTERACTION="1",
+        POETRY_KEYRING_ENABLED="false",
+        # pdm keeps its configuration and caches under the XDG directories.
+        PDM_CHECK_UPDATE="false",
+        PDM_NON_INTERACTIVE="1",
+        HATCH_CONFIG=str(home / "hatch" / "config.toml"),
+        HATCH_CACHE_DIR=str(home / "hatch-cache"),
+        HATCH_DATA_DIR=str(home / "hatch-data"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        NO_COLOR="1",
+    )
+    return env
+
+
+def output_of(result: subprocess.CompletedProcess[str]) -> str:
+    """A client's exit status and output, for an assertion message."""
+    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+
+
 # --- fixtures ----------------------------------------------------------------
 
 StartServer = Callable[..., Server]

@@ -1,4 +1,4 @@
-"""Publishing end to end: twine, uv, poetry and hatch upload to a real server.
+"""Publishing end to end: twine, uv, poetry, pdm and hatch upload to a real server.
 
 Every upload is followed by what a user does next, a ``pip install`` of the
 uploaded release from the same server.  Bad uploads are sent as raw HTTP and
@@ -25,13 +25,14 @@ from passlib.apache import HtpasswdFile
 from conftest import (
     Server,
     StartServer,
-    client_env,
     closed_once_logged,
+    output_of,
     run_client,
     stalled_download,
     stalled_post,
     start_download,
     tool,
+    tools_env,
 )
 from dists import make_sdist, make_sparse_wheel, make_wheel
 
@@ -50,37 +51,6 @@ _POLL_INTERVAL = 0.05
 def listing(root: Path) -> list[str]:
     """Every entry below ``root``, dot-files (temporary uploads) included."""
     return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
-
-
-def tools_env(server: Server, home: Path) -> dict[str, str]:
-    """pip/uv pointed at ``server`` only, and twine, poetry, hatch isolated in ``home``."""
-    env = client_env(f"{server.url}/simple/", home=home)
-    for key in list(env):
-        if key.startswith(("TWINE_", "POETRY_", "HATCH_")):
-            del env[key]
-    (home / "hatch").mkdir(parents=True, exist_ok=True)
-    (home / "hatch" / "config.toml").touch()
-    env.update(
-        # No desktop keyring is asked for passwords, nor remembers them.
-        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
-        POETRY_CONFIG_DIR=str(home / "poetry-config"),
-        POETRY_CACHE_DIR=str(home / "poetry-cache"),
-        POETRY_DATA_DIR=str(home / "poetry-data"),
-        POETRY_NO_INTERACTION="1",
-        POETRY_KEYRING_ENABLED="false",
-        HATCH_CONFIG=str(home / "hatch" / "config.toml"),
-        HATCH_CACHE_DIR=str(home / "hatch-cache"),
-        HATCH_DATA_DIR=str(home / "hatch-data"),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        NO_COLOR="1",
-    )
-    return env
-
-
-def output_of(result) -> str:
-    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
 
 
 def pip_install(server: Server, env: dict[str, str], target: Path, *requirements: str) -> None:
@@ -326,6 +296,24 @@ def test_hatch_publish_with_htpasswd_credentials(protected_server, packages_dir,
     assert "403" in refused.stdout + refused.stderr
     assert accepted.returncode == 0, output_of(accepted)
     assert listing(packages_dir) == [WHEEL]
+
+
+def test_pdm_publish_with_htpasswd_credentials_then_pip_install(protected_server, packages_dir, dist_dir, tmp_path):
+    # pdm publishes the dist/ directory of a project; --no-build takes it as built.
+    project = dist_dir.parent
+    (project / "pyproject.toml").write_text(f'[project]\nname = "{PROJECT}"\nversion = "1.0"\n')
+    env = tools_env(protected_server, tmp_path / "home")
+    command = [tool("pdm"), "publish", "-p", str(project), "--no-build", "-r", f"{protected_server.url}/", "-u", USER]
+
+    refused = run_client([*command, "-P", "wrong"], env=env)
+    assert refused.returncode != 0
+    assert "403" in refused.stdout + refused.stderr
+    assert listing(packages_dir) == []
+    accepted = run_client([*command, "-P", PASSWORD], env=env)
+
+    assert accepted.returncode == 0, output_of(accepted)
+    assert listing(packages_dir) == [WHEEL, SDIST]
+    pip_install(protected_server, env, tmp_path / "target", f"{PROJECT}==1.0")
 
 
 # --- uploading what is already there ---------------------------------------------------

@@ -1,0 +1,128 @@
+"""Project managers end to end: poetry and pdm lock a project against a real
+``pypi-server`` and install it into the project's own virtual environment.
+
+They read the index their own way (poetry's "legacy" source, pdm's source
+list) and write the file digests the pages give into their lock files, so a
+wrong digest or a name the index spells differently fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the test extras bring tomli on 3.10
+    import tomli as tomllib
+
+from conftest import Server, output_of, run_client, tool, tools_env
+from dists import make_sdist, make_wheel
+
+pytestmark = pytest.mark.e2e
+
+DEPENDENCIES = '["app-top", "Other.Thing"]'
+# What the resolvers must choose: app-top caps app-core below 2.0.
+EXPECTED = {"app-core": "1.5", "app-top": "1.0", "other-thing": "0.1"}
+SEEDED = {"pip", "setuptools", "wheel"}
+
+
+@pytest.fixture
+def packages(packages_dir: Path) -> Path:
+    make_wheel(packages_dir, "app-core", "1.5")
+    make_sdist(packages_dir, "app-core", "1.5")
+    make_wheel(packages_dir, "app-core", "2.0")
+    make_wheel(packages_dir, "app-top", "1.0", requires_dist=["app-core<2"])
+    make_wheel(packages_dir, "Other_Thing", "0.1")
+    return packages_dir
+
+
+def poetry_install(server: Server, project: Path, env: dict[str, str]):
+    (project / "pyproject.toml").write_text(
+        f"""\
+[project]
+name = "consumer"
+version = "0.1"
+requires-python = ">=3.9"
+dependencies = {DEPENDENCIES}
+
+[tool.poetry]
+package-mode = false
+
+[[tool.poetry.source]]
+name = "private"
+url = "{server.url}/simple/"
+priority = "primary"
+"""
+    )
+    env = {**env, "POETRY_VIRTUALENVS_IN_PROJECT": "true"}
+    return run_client([tool("poetry"), "--no-ansi", "-n", "-C", str(project), "install"], env=env, timeout=300)
+
+
+def pdm_install(server: Server, project: Path, env: dict[str, str]):
+    # A source named "pypi" replaces PyPI itself: nothing is asked of pypi.org.
+    (project / "pyproject.toml").write_text(
+        f"""\
+[project]
+name = "consumer"
+version = "0.1"
+requires-python = ">=3.9"
+dependencies = {DEPENDENCIES}
+
+[tool.pdm]
+distribution = false
+
+[[tool.pdm.source]]
+name = "pypi"
+url = "{server.url}/simple/"
+"""
+    )
+    return run_client([tool("pdm"), "install", "-p", str(project)], env=env, timeout=300)
+
+
+def locked(lock: Path) -> dict[str, tuple[str, dict[str, str]]]:
+    """Project → (version, {filename: digest}) from a poetry.lock or pdm.lock."""
+    packages = tomllib.loads(lock.read_text())["package"]
+    return {p["name"]: (p["version"], {f["file"]: f["hash"] for f in p["files"]}) for p in packages}
+
+
+def digests(packages: Path, name: str, version: str) -> dict[str, str]:
+    """{filename: "sha256:..."} of the files of one release on disk."""
+    prefix = f"{name.replace('-', '_')}-{version}"
+    return {
+        path.name: "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in packages.iterdir()
+        if path.name.lower().startswith(prefix)
+    }
+
+
+def installed(venv: Path) -> dict[str, str]:
+    """Distribution (normalized) → version, from the venv's ``.dist-info`` dirs,
+    less the installers a new virtual environment may be seeded with."""
+    found = {}
+    for info in venv.glob("lib/python*/site-packages/*.dist-info"):
+        name, version = info.name[: -len(".dist-info")].rsplit("-", 1)
+        found[name.replace("_", "-").lower()] = version
+    return {name: version for name, version in found.items() if name not in SEEDED}
+
+
+@pytest.mark.parametrize(
+    "install, lock_name", [(poetry_install, "poetry.lock"), (pdm_install, "pdm.lock")], ids=["poetry", "pdm"]
+)
+def test_project_manager_locks_and_installs_from_the_index(
+    server_factory, packages, tmp_path, install, lock_name
+):
+    server = server_factory([str(packages)])
+    project = tmp_path / "consumer"
+    project.mkdir()
+
+    result = install(server, project, tools_env(server, tmp_path / "home"))
+
+    assert result.returncode == 0, output_of(result)
+    assert installed(project / ".venv") == EXPECTED
+    assert locked(project / lock_name) == {
+        name: (version, digests(packages, name, version)) for name, version in EXPECTED.items()
+    }
