@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from passlib.apache import HtpasswdFile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +29,8 @@ DEPENDENCIES = '["app-top", "Other.Thing"]'
 # What the resolvers must choose: app-top caps app-core below 2.0.
 EXPECTED = {"app-core": "1.5", "app-top": "1.0", "other-thing": "0.1"}
 SEEDED = {"pip", "setuptools", "wheel"}
+USER, PASSWORD = "reader", "open sesame"
+Credentials = tuple[str, str] | None
 
 
 @pytest.fixture
@@ -40,7 +43,8 @@ def packages(packages_dir: Path) -> Path:
     return packages_dir
 
 
-def poetry_install(server: Server, project: Path, env: dict[str, str]):
+def poetry_install(server: Server, project: Path, env: dict[str, str], credentials: Credentials = None):
+    project.mkdir()
     (project / "pyproject.toml").write_text(
         f"""\
 [project]
@@ -59,11 +63,15 @@ priority = "primary"
 """
     )
     env = {**env, "POETRY_VIRTUALENVS_IN_PROJECT": "true"}
+    if credentials:
+        env["POETRY_HTTP_BASIC_PRIVATE_USERNAME"], env["POETRY_HTTP_BASIC_PRIVATE_PASSWORD"] = credentials
     return run_client([tool("poetry"), "--no-ansi", "-n", "-C", str(project), "install"], env=env, timeout=300)
 
 
-def pdm_install(server: Server, project: Path, env: dict[str, str]):
+def pdm_install(server: Server, project: Path, env: dict[str, str], credentials: Credentials = None):
     # A source named "pypi" replaces PyPI itself: nothing is asked of pypi.org.
+    project.mkdir()
+    signed_in = 'username = "{}"\npassword = "{}"\n'.format(*credentials) if credentials else ""
     (project / "pyproject.toml").write_text(
         f"""\
 [project]
@@ -78,7 +86,7 @@ distribution = false
 [[tool.pdm.source]]
 name = "pypi"
 url = "{server.url}/simple/"
-"""
+{signed_in}"""
     )
     return run_client([tool("pdm"), "install", "-p", str(project)], env=env, timeout=300)
 
@@ -117,7 +125,6 @@ def test_project_manager_locks_and_installs_from_the_index(
 ):
     server = server_factory([str(packages)])
     project = tmp_path / "consumer"
-    project.mkdir()
 
     result = install(server, project, tools_env(server, tmp_path / "home"))
 
@@ -126,3 +133,22 @@ def test_project_manager_locks_and_installs_from_the_index(
     assert locked(project / lock_name) == {
         name: (version, digests(packages, name, version)) for name, version in EXPECTED.items()
     }
+
+
+@pytest.mark.parametrize("install", [poetry_install, pdm_install], ids=["poetry", "pdm"])
+def test_project_manager_signs_in_to_a_protected_index(server_factory, packages, tmp_path, install):
+    passwords = tmp_path / "htpasswd"
+    users = HtpasswdFile(str(passwords), new=True, default_scheme="bcrypt")
+    users.set_password(USER, PASSWORD)
+    users.save()
+    server = server_factory(["-a", "list,download,update", "-P", str(passwords), str(packages)])
+    env = tools_env(server, tmp_path / "home")
+
+    refused = install(server, tmp_path / "anonymous", env)
+    signed_in = install(server, tmp_path / "signed-in", env, (USER, PASSWORD))
+
+    assert server.get("/simple/app-top/").status == 401
+    assert refused.returncode != 0
+    assert installed(tmp_path / "anonymous" / ".venv") == {}
+    assert signed_in.returncode == 0, output_of(signed_in)
+    assert installed(tmp_path / "signed-in" / ".venv") == EXPECTED
