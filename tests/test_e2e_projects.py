@@ -25,7 +25,15 @@ from dists import make_sdist, make_wheel
 
 pytestmark = pytest.mark.e2e
 
-DEPENDENCIES = '["app-top", "Other.Thing"]'
+# A project that is not a package itself, and the releases it needs.
+CONSUMER = """\
+[project]
+name = "consumer"
+version = "0.1"
+requires-python = ">=3.9"
+dependencies = ["app-top", "Other.Thing"]
+
+"""
 # What the resolvers must choose: app-top caps app-core below 2.0.
 EXPECTED = {"app-core": "1.5", "app-top": "1.0", "other-thing": "0.1"}
 SEEDED = {"pip", "setuptools", "wheel"}
@@ -43,16 +51,15 @@ def packages(packages_dir: Path) -> Path:
     return packages_dir
 
 
-def poetry_install(server: Server, project: Path, env: dict[str, str], credentials: Credentials = None):
+def write_project(project: Path, tool_settings: str) -> None:
     project.mkdir()
-    (project / "pyproject.toml").write_text(
-        f"""\
-[project]
-name = "consumer"
-version = "0.1"
-requires-python = ">=3.9"
-dependencies = {DEPENDENCIES}
+    (project / "pyproject.toml").write_text(CONSUMER + tool_settings)
 
+
+def poetry_install(server: Server, project: Path, env: dict[str, str], credentials: Credentials = None):
+    write_project(
+        project,
+        f"""\
 [tool.poetry]
 package-mode = false
 
@@ -60,7 +67,7 @@ package-mode = false
 name = "private"
 url = "{server.url}/simple/"
 priority = "primary"
-"""
+""",
     )
     env = {**env, "POETRY_VIRTUALENVS_IN_PROJECT": "true"}
     if credentials:
@@ -70,23 +77,17 @@ priority = "primary"
 
 def pdm_install(server: Server, project: Path, env: dict[str, str], credentials: Credentials = None):
     # A source named "pypi" replaces PyPI itself: nothing is asked of pypi.org.
-    project.mkdir()
     signed_in = 'username = "{}"\npassword = "{}"\n'.format(*credentials) if credentials else ""
-    (project / "pyproject.toml").write_text(
+    write_project(
+        project,
         f"""\
-[project]
-name = "consumer"
-version = "0.1"
-requires-python = ">=3.9"
-dependencies = {DEPENDENCIES}
-
 [tool.pdm]
 distribution = false
 
 [[tool.pdm.source]]
 name = "pypi"
 url = "{server.url}/simple/"
-{signed_in}"""
+{signed_in}""",
     )
     return run_client([tool("pdm"), "install", "-p", str(project)], env=env, timeout=300)
 
