@@ -391,13 +391,14 @@ def client_env(index_url: str, home: Path | None = None) -> dict[str, str]:
 
 
 def run_client(
-    args: Sequence[str], *, env: Mapping[str, str], timeout: float = 120.0
+    args: Sequence[str], *, env: Mapping[str, str], timeout: float = 120.0, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a client command to completion, capturing its text output."""
     return subprocess.run(
         list(args),
         check=False,  # callers assert on the result, with its output in view
         env=dict(env),
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,5 +1,6 @@
 """Project managers end to end: poetry and pdm lock a project against a real
-``pypi-server`` and install it into the project's own virtual environment.
+``pypi-server`` and install it into the project's own virtual environment;
+hatch installs an environment's dependencies from it.
 
 They read the index their own way (poetry's "legacy" source, pdm's source
 list) and write the file digests the pages give into their lock files, so a
@@ -9,6 +10,7 @@ wrong digest or a name the index spells differently fails here.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -109,13 +111,19 @@ def digests(packages: Path, name: str, version: str) -> dict[str, str]:
 
 
 def installed(venv: Path) -> dict[str, str]:
-    """Distribution (normalized) → version, from the venv's ``.dist-info`` dirs,
-    less the installers a new virtual environment may be seeded with."""
+    """Distribution → version, from the venv's ``.dist-info`` dirs."""
     found = {}
     for info in venv.glob("lib/python*/site-packages/*.dist-info"):
         name, version = info.name[: -len(".dist-info")].rsplit("-", 1)
-        found[name.replace("_", "-").lower()] = version
-    return {name: version for name, version in found.items() if name not in SEEDED}
+        found[name] = version
+    return without_seeded(found)
+
+
+def without_seeded(found: dict[str, str]) -> dict[str, str]:
+    """``found`` with names normalized, less the installers a new virtual
+    environment may be seeded with."""
+    named = {name.replace("_", "-").lower(): version for name, version in found.items()}
+    return {name: version for name, version in named.items() if name not in SEEDED}
 
 
 @pytest.mark.parametrize(
@@ -153,3 +161,32 @@ def test_project_manager_signs_in_to_a_protected_index(server_factory, packages,
     assert installed(tmp_path / "anonymous" / ".venv") == {}
     assert signed_in.returncode == 0, output_of(signed_in)
     assert installed(tmp_path / "signed-in" / ".venv") == EXPECTED
+
+
+def test_hatch_environment_installs_from_the_index(server_factory, packages, tmp_path):
+    server = server_factory([str(packages)])
+    project = tmp_path / "consumer"
+    write_project(
+        project,
+        f"""\
+[tool.hatch.envs.default]
+skip-install = true
+dependencies = ["app-top", "Other.Thing"]
+
+[tool.hatch.envs.default.env-vars]
+PIP_INDEX_URL = "{server.url}/simple/"
+UV_DEFAULT_INDEX = "{server.url}/simple/"
+""",
+    )
+    env = tools_env(server, tmp_path / "home")
+    # Only the project's settings name the index: without them the installer
+    # would ask PyPI, which these tests never reach.
+    for key in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX"):
+        del env[key]
+    # No braces: hatch would read them as its own context fields.
+    report = "import importlib.metadata as m, json; print(json.dumps(dict((d.name, d.version) for d in m.distributions())))"
+
+    result = run_client([tool("hatch"), "run", "python", "-c", report], env=env, cwd=project)
+
+    assert result.returncode == 0, output_of(result)
+    assert without_seeded(json.loads(result.stdout.strip().splitlines()[-1])) == EXPECTED
