@@ -23,6 +23,7 @@ __all__ = [
     "Distribution",
     "InvalidDistributionFilename",
     "Kind",
+    "NAME_PATTERN",
     "NormalizedName",
     "SDIST_SUFFIXES",
     "SIGNATURE_SUFFIX",
@@ -40,9 +41,10 @@ Kind = Literal["wheel", "sdist", "egg"]
 SDIST_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz", ".tar")
 SIGNATURE_SUFFIX = ".asc"
 
-# Project names per the core metadata specification: ASCII letters, digits,
-# and ".", "_", "-" inside, starting and ending with a letter or digit.
-_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+#: Project names per the core metadata specification: ASCII letters, digits,
+#: and ".", "_", "-" inside, starting and ending with a letter or digit.
+NAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_NAME = re.compile(f"^{NAME_PATTERN}$")
 # An egg is ``name-version(-pyX.Y)(-platform).egg`` with "-" escaped as "_".
 _EGG = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)(?:-py(?P<py>\d+(?:\.\d+)*))?(?:-(?P<plat>.+))?\.egg$"

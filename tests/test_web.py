@@ -116,6 +116,20 @@ def test_unknown_project_redirects_to_fallback(app):
     assert response.headers["Location"] == "https://pypi.org/simple/unknown/"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/simple/%00/", "/simple/a%0d%0aSet-Cookie:x/", "/simple/a%0d%0ab", "/a%0d%0ab", "/%00/",
+        "/simple/%C3%A9/", "/%C3%A9", "/+simple/%00/", "/simple/-dash/",
+    ],
+)  # fmt: skip
+def test_what_no_project_is_named_is_not_found_without_a_redirect(app, path):
+    # A control character in a Location header made these 500 errors.
+    response = app.get(path, status=404)
+    assert "Location" not in response.headers
+    assert response.content_type == "text/plain"
+
+
 def test_custom_fallback_and_disabled_fallback(make_app, root):
     custom = make_app(root, fallback_url="https://mirror.example/simple")
     assert custom.get("/simple/nope/", status=303).headers["Location"] == "https://mirror.example/simple/nope/"

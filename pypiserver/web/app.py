@@ -15,6 +15,7 @@ import bottle
 
 from ..accounts import AccessPolicy, Decision, parse_basic_authorization, policy_from_config
 from ..config import Config
+from ..distributions import NAME_PATTERN
 from ..index import Catalogue
 from ..state import StateStore
 from ..storage import DirectoryStorage
@@ -96,6 +97,10 @@ class IndexApp(bottle.Bottle):
     def __init__(self, context: Context) -> None:
         super().__init__()
         self.fast_reads = FastReads(context)
+        # "<name:project>" in a route matches valid project names only: any
+        # other path (a NUL, a line break, non-ASCII) is no project of any
+        # index, and is answered 404 rather than redirected or passed on.
+        self.router.add_filter("project", lambda _conf: (NAME_PATTERN, None, None))
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         answer = self.fast_reads(environ, start_response)

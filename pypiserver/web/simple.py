@@ -33,11 +33,11 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
             return _not_acceptable()
         return send_page(list_page(ctx, media), max_age=max_age, vary_accept=True)
 
-    @app.get("/simple/<name>", action="list")
+    @app.get("/simple/<name:project>", action="list")
     def project_slash(name: str) -> bottle.HTTPResponse:
         return redirect(f"{ctx.base_url()}/simple/{normalize_name(name)}/{_query()}")
 
-    @app.get("/simple/<name>/", action="list")
+    @app.get("/simple/<name:project>/", action="list")
     def project_page(name: str) -> bytes | bottle.HTTPResponse:
         normalized = normalize_name(name)
         if name != normalized:
@@ -46,11 +46,11 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
 
     # hatch reads <upload URL>/+simple/<project>/ (devpi's layout) to skip
     # files already published, and does not follow redirects: answer in place.
-    @app.get("/+simple/<name>/", action="list")
+    @app.get("/+simple/<name:project>/", action="list")
     def plus_simple(name: str) -> bytes | bottle.HTTPResponse:
         return _project_answer(ctx, normalize_name(name), render.PACKAGES_PREFIX)
 
-    @app.get("/legacy/+simple/<name>/", action="list")
+    @app.get("/legacy/+simple/<name:project>/", action="list")
     def legacy_plus_simple(name: str) -> bytes | bottle.HTTPResponse:
         return _project_answer(ctx, normalize_name(name), "../" + render.PACKAGES_PREFIX)
 
@@ -59,8 +59,8 @@ def install_short_forms(app: bottle.Bottle, ctx: "Context") -> None:
     """``/<project>/`` and ``/<project>``: registered last, so every other
     route is tried first."""
 
-    @app.get("/<name>", action="list")
-    @app.get("/<name>/", action="list")
+    @app.get("/<name:project>", action="list")
+    @app.get("/<name:project>/", action="list")
     def short_form(name: str) -> bottle.HTTPResponse:
         return redirect(f"{ctx.base_url()}/simple/{normalize_name(name)}/")
 
