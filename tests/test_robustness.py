@@ -1,0 +1,94 @@
+"""Whatever a client sends, the answer is an HTTP status it can act on, never
+a 500: seeded random requests (paths, methods, headers, bodies) at the WSGI
+application, open and with every action protected."""
+
+from __future__ import annotations
+
+import base64
+import random
+from pathlib import Path
+
+import pytest
+from dists import make_sdist, make_wheel
+from passlib.apache import HtpasswdFile
+
+REQUESTS = 3000
+SEGMENTS = [
+    "simple", "packages", "pypi", "json", "legacy", "+simple", "yank", "unyank", "health", "RPC2",
+    "demo", "Demo", "other-pkg", "other_pkg", "1.0", "2.0", "demo-1.0-py3-none-any.whl",
+    "demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl.metadata", "demo-1.0.tar.gz.asc", "x.whl",
+    "..", ".", "", "%00", "%0d%0a", "%ff", "%2e%2e", "%2f", "%C3%A9", "a" * 300, ";",
+]  # fmt: skip
+QUERIES = ["", "/", "?format=json", "?format=nope", "?a=%ff", "?:action=file_upload"]
+HEADERS = {
+    "Accept": [
+        "application/vnd.pypi.simple.v1+json", "text/html;q=0", "*/*;q=abc", ";;;", "x" * 5000,
+        "application/vnd.pypi.simple.latest+html", "application/vnd.pypi.simple.v1+json;q=1.5",
+    ],
+    "Accept-Encoding": ["gzip", "gzip;q=0, identity;q=0", "*", "gzip;q=x"],
+    "Range": ["bytes=0-10", "bytes=-5", "bytes=10-5", "bytes=a-b", "bytes=0-0,5-6", "items=1-2", "bytes=99999999-"],
+    "If-None-Match": ['"abc"', "*", 'W/"x"', "garbage"],
+    "If-Modified-Since": ["yesterday", "Mon, 01 Jan 1990 00:00:00 GMT", "Mon, 99 Jan 2999 00:00:00 GMT"],
+    "Authorization": [
+        "Basic " + base64.b64encode(b"user:secret").decode(), "Basic " + base64.b64encode(b"user:wrong").decode(),
+        "Basic !!!", "Bearer x", "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:\x00").decode(),
+    ],
+    "Content-Type": [
+        "multipart/form-data; boundary=xyz", "multipart/form-data", "multipart/form-data; boundary=",
+        "text/xml", "application/x-www-form-urlencoded", "application/json",
+    ],
+}  # fmt: skip
+BODIES = [
+    b"",
+    b"garbage",
+    b'--xyz\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n--xyz--\r\n',
+    b'--xyz\r\nContent-Disposition: form-data; name="content"; filename="../evil.whl"\r\n\r\nPK\r\n--xyz--\r\n',
+    (
+        b"<?xml version='1.0'?><methodCall><methodName>search</methodName><params><param><value><struct>"
+        b"<member><name>name</name><value><string>demo</string></value></member></struct></value></param>"
+        b"</params></methodCall>"
+    ),
+    b"<?xml version='1.0'?><methodCall><methodName>list_packages</methodName></methodCall>",
+    b"<methodCall><methodName>",
+    b":action=remove_pkg&name=demo&version=9",
+    b"name=demo&version=1.0&filename=x",
+]
+
+
+@pytest.fixture
+def packages(packages_dir: Path) -> Path:
+    make_wheel(packages_dir, "demo", "1.0")
+    make_sdist(packages_dir, "demo", "1.0")
+    make_wheel(packages_dir, "other-pkg", "2.0", requires_python=">=3.8")
+    return packages_dir
+
+
+def random_request(rnd: random.Random) -> dict:
+    path = "/" + "/".join(rnd.choice(SEGMENTS) for _ in range(rnd.randint(0, 4))) + rnd.choice(QUERIES)
+    method = rnd.choice(["GET", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"])
+    headers = {name: rnd.choice(values) for name, values in HEADERS.items() if rnd.random() < 0.3}
+    body = rnd.choice(BODIES) if method in ("POST", "PUT") else b""
+    return {"url": path, "method": method, "headers": headers, "body": body}
+
+
+@pytest.mark.parametrize("protected", [False, True], ids=["open", "protected"])
+def test_no_request_is_answered_with_a_server_error(wsgi_app, packages, tmp_path, protected):
+    if protected:
+        passwords = tmp_path / "htpasswd"
+        users = HtpasswdFile(str(passwords), new=True, default_scheme="apr_md5_crypt")
+        users.set_password("user", "secret")
+        users.save()
+        app = wsgi_app(root=[str(packages)], authenticate=["update", "list", "download"], password_file=str(passwords))
+    else:
+        app = wsgi_app(root=[str(packages)], authenticate=[], password_file=None)
+    rnd = random.Random(5)  # seeded: a failure names a request that fails again
+
+    errors = []
+    for _ in range(REQUESTS):
+        request = random_request(rnd)
+        response = app.request(request.pop("url"), expect_errors=True, **request)
+        if response.status_int >= 500:
+            errors.append((response.request.method, response.request.path_qs, response.status))
+
+    assert errors == []
