@@ -1,6 +1,7 @@
 """Whatever a client sends, the answer is an HTTP status it can act on, never
 a 500: seeded random requests (paths, methods, headers, bodies) at the WSGI
-application, open and with every action protected."""
+application, open and with every action protected, and seeded random
+uploads, which must leave nothing but distributions behind."""
 
 from __future__ import annotations
 
@@ -92,3 +93,43 @@ def test_no_request_is_answered_with_a_server_error(wsgi_app, packages, tmp_path
             errors.append((response.request.method, response.request.path_qs, response.status))
 
     assert errors == []
+
+
+UPLOAD_NAMES = [
+    "demo-1.0-py3-none-any.whl", "demo-1.0.tar.gz", "other-2.0-py3-none-any.whl", "demo-1.0.zip",
+    "../demo-1.0-py3-none-any.whl", "/etc/demo-1.0.tar.gz", "..\\demo-1.0.tar.gz", "sub/demo-1.0.tar.gz",
+    "demo-1.0-py3-none-any.whl\x00.txt", ".demo-1.0.tar.gz", "d\u00e9mo-1.0.tar.gz", "demo.exe", "",
+    "demo-1.0-py3-none-any.whl.metadata", "demo-notaversion.tar.gz", "a" * 300 + "-1.0.tar.gz",
+]  # fmt: skip
+UPLOAD_FIELDS = {
+    ":action": ["file_upload", "file_upload", "file_upload", "remove_pkg", "doc_upload", ""],
+    "name": ["demo", "Demo", "other", "", "../x", "x" * 500],
+    "version": ["1.0", "2.0", "", "not a version", "1.0\r\nX-Injected: y"],
+    "sha256_digest": ["0" * 64, "zz"],
+    "filetype": ["bdist_wheel", "sdist", "x"],
+}
+
+
+def test_no_upload_is_answered_with_a_server_error_or_leaves_a_stray_file(wsgi_app, packages_dir, tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    contents = [
+        make_wheel(source, "demo", "1.0").read_bytes(), make_sdist(source, "demo", "1.0").read_bytes(),
+        b"", b"not a zip", b"PK\x03\x04" + bytes(50),
+    ]  # fmt: skip
+    app = wsgi_app(root=[str(packages_dir)], authenticate=[], password_file=None)
+    rnd = random.Random(7)
+
+    errors = []
+    for _ in range(1500):
+        fields = [(name, rnd.choice(values)) for name, values in UPLOAD_FIELDS.items() if rnd.random() < 0.5]
+        files = [("content", rnd.choice(UPLOAD_NAMES), rnd.choice(contents))] if rnd.random() < 0.9 else []
+        response = app.post(rnd.choice(["/", "/legacy/"]), params=fields, upload_files=files, expect_errors=True)
+        if response.status_int >= 500:
+            errors.append((fields, [name for _, name, _ in files], response.text))
+
+    assert errors == []
+    # Whatever was stored is a distribution at the top of the directory:
+    # no temporary file left behind, nothing written beside or above it.
+    assert all(path.parent == packages_dir and not path.name.startswith(".") for path in packages_dir.rglob("*"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["packages", "source", "state0"]

@@ -207,6 +207,8 @@ BAD_UPLOADS = [
     ("absolute", "/tmp/" + WHEEL, {}, "/tmp/"),
     ("hidden-file", "." + WHEEL, {}, "dot"),
     ("digest-mismatch", WHEEL, {"sha256_digest": "0" * 64}, "sha256_digest"),
+    # Longer than a file system takes: it was a 500 "File name too long".
+    ("too-long", "demo_pkg-1.0-" + "a" * 240 + "-none-any.whl", {"name": "", "version": ""}, "longer than 251 bytes"),
 ]
 
 

@@ -174,6 +174,11 @@ def _search(ctx: "Context") -> bytes | bottle.HTTPResponse:
     return xmlrpc.respond(body, entries)
 
 
+#: File systems take names of up to 255 bytes; the file's signature, if
+#: one is uploaded later, adds ".asc".
+_LONGEST_FILENAME = 255 - len(SIGNATURE_SUFFIX)
+
+
 def _filename_problem(filename: str | None) -> str | None:
     if not filename:
         return "The 'content' part has no filename"
@@ -181,6 +186,8 @@ def _filename_problem(filename: str | None) -> str | None:
         return f"Invalid filename {filename!r}: path separators and '..' are not allowed"
     if filename.startswith("."):
         return f"Invalid filename {filename!r}: it must not start with a dot"
+    if len(filename.encode("utf-8")) > _LONGEST_FILENAME:
+        return f"Invalid filename: longer than {_LONGEST_FILENAME} bytes"
     return None
 
 
