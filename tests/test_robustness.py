@@ -14,6 +14,7 @@ from dists import make_sdist, make_wheel
 from passlib.apache import HtpasswdFile
 
 REQUESTS = 3000
+UPLOADS = 1500
 SEGMENTS = [
     "simple", "packages", "pypi", "json", "legacy", "+simple", "yank", "unyank", "health", "RPC2",
     "demo", "Demo", "other-pkg", "other_pkg", "1.0", "2.0", "demo-1.0-py3-none-any.whl",
@@ -121,7 +122,7 @@ def test_no_upload_is_answered_with_a_server_error_or_leaves_a_stray_file(wsgi_a
     rnd = random.Random(7)
 
     errors = []
-    for _ in range(1500):
+    for _ in range(UPLOADS):
         fields = [(name, rnd.choice(values)) for name, values in UPLOAD_FIELDS.items() if rnd.random() < 0.5]
         files = [("content", rnd.choice(UPLOAD_NAMES), rnd.choice(contents))] if rnd.random() < 0.9 else []
         response = app.post(rnd.choice(["/", "/legacy/"]), params=fields, upload_files=files, expect_errors=True)

@@ -174,8 +174,8 @@ def _search(ctx: "Context") -> bytes | bottle.HTTPResponse:
     return xmlrpc.respond(body, entries)
 
 
-#: File systems take names of up to 255 bytes; the file's signature, if
-#: one is uploaded later, adds ".asc".
+#: File systems take names of up to 255 bytes, and a signature uploaded
+#: with the file is stored under its name plus ".asc".
 _LONGEST_FILENAME = 255 - len(SIGNATURE_SUFFIX)
 
 
