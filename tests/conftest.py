@@ -27,6 +27,7 @@ from typing import NoReturn
 
 import pytest
 import webtest
+from passlib.apache import HtpasswdFile
 
 import pypiserver
 
@@ -438,6 +439,14 @@ def tools_env(server: Server, home: Path) -> dict[str, str]:
         NO_COLOR="1",
     )
     return env
+
+
+def write_users(path: Path, users: dict[str, str], scheme: str = "apr_md5_crypt") -> None:
+    """Add or update users in the htpasswd file at ``path``."""
+    passwords = HtpasswdFile(str(path), new=not path.exists(), default_scheme=scheme)
+    for user, password in users.items():
+        passwords.set_password(user, password)
+    passwords.save()
 
 
 def output_of(result: subprocess.CompletedProcess[str]) -> str:

@@ -18,7 +18,7 @@ import pytest
 import requests
 from passlib.apache import HtpasswdFile
 
-from conftest import Server, client_env, run_client, start_server, tool
+from conftest import Server, client_env, run_client, start_server, tool, write_users
 from dists import make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -29,14 +29,6 @@ _AUTH_MODES = ("update", "update,download", "update,download,list", ".")
 
 
 # --- helpers --------------------------------------------------------------------
-
-
-def write_users(path: Path, users: dict[str, str], scheme: str = "apr_md5_crypt") -> None:
-    """Add or update users in the htpasswd file at ``path``."""
-    passwords = HtpasswdFile(str(path), new=not path.exists(), default_scheme=scheme)
-    for user, password in users.items():
-        passwords.set_password(user, password)
-    passwords.save()
 
 
 def basic(user: str, password: str) -> dict[str, str]:

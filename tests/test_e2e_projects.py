@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from passlib.apache import HtpasswdFile
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # the test extras bring tomli on 3.10
     import tomli as tomllib
 
-from conftest import Server, output_of, run_client, tool, tools_env
+from conftest import Server, output_of, run_client, tool, tools_env, write_users
 from dists import make_sdist, make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -147,9 +146,7 @@ def test_project_manager_locks_and_installs_from_the_index(
 @pytest.mark.parametrize("install", [poetry_install, pdm_install], ids=["poetry", "pdm"])
 def test_project_manager_signs_in_to_a_protected_index(server_factory, packages, tmp_path, install):
     passwords = tmp_path / "htpasswd"
-    users = HtpasswdFile(str(passwords), new=True, default_scheme="bcrypt")
-    users.set_password(USER, PASSWORD)
-    users.save()
+    write_users(passwords, {USER: PASSWORD}, scheme="bcrypt")
     server = server_factory(["-a", "list,download,update", "-P", str(passwords), str(packages)])
     env = tools_env(server, tmp_path / "home")
 

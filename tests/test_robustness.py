@@ -10,8 +10,8 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import write_users
 from dists import make_sdist, make_wheel
-from passlib.apache import HtpasswdFile
 
 REQUESTS = 3000
 UPLOADS = 1500
@@ -78,9 +78,7 @@ def random_request(rnd: random.Random) -> dict:
 def test_no_request_is_answered_with_a_server_error(wsgi_app, packages, tmp_path, protected):
     if protected:
         passwords = tmp_path / "htpasswd"
-        users = HtpasswdFile(str(passwords), new=True, default_scheme="apr_md5_crypt")
-        users.set_password("user", "secret")
-        users.save()
+        write_users(passwords, {"user": "secret"})
         app = wsgi_app(root=[str(packages)], authenticate=["update", "list", "download"], password_file=str(passwords))
     else:
         app = wsgi_app(root=[str(packages)], authenticate=[], password_file=None)
