@@ -165,6 +165,7 @@ def test_overwrite_replaces_existing_file(make_app, root, dists):
     original = (dists / WHEEL).read_bytes()
     replacement = original + b"\0"
     assert upload(app, WHEEL, original).status_int == 200
+    assert app.get(f"/packages/{WHEEL}").body == original  # and now kept in memory
 
     response = upload(app, WHEEL, replacement)
 
@@ -172,6 +173,7 @@ def test_overwrite_replaces_existing_file(make_app, root, dists):
     assert (root / WHEEL).read_bytes() == replacement
     assert listing(root) == [WHEEL]
     assert hashlib.sha256(replacement).hexdigest() in app.get("/simple/demo-pkg/").text
+    assert app.get(f"/packages/{WHEEL}").body == replacement
 
 
 def test_file_existing_in_subdirectory_conflicts_and_is_not_duplicated(make_app, root, dists):

@@ -16,6 +16,7 @@ import pytest
 import webtest
 
 import pypiserver
+from pypiserver.web.files import KeptFiles
 from dists import make_sdist, make_wheel
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -440,6 +441,74 @@ def _fast_probe(path, headers, method):
 def test_fast_reads_leave_the_rest_to_the_routes(make_app, root, path, config):
     application = make_app(root, **config).app
     assert application.fast_reads(*_fast_probe(path, {}, "GET")) is None
+
+
+def _answers(app: webtest.TestApp, path: str, etag: str) -> list[tuple]:
+    """Status, headers (but the date) and body of every kind of download."""
+    requests = [
+        {},
+        {"Range": "bytes=0-9"},
+        {"Range": "bytes=-5"},
+        {"Range": "bytes=5-"},
+        {"Range": "bytes=999999-"},
+        {"If-None-Match": etag},
+        {"If-None-Match": '"other"'},
+        {"If-Modified-Since": "Sun, 01 Jan 2040 00:00:00 GMT"},
+    ]
+    answers = [app.get(path, headers=headers, expect_errors=True) for headers in requests]
+    answers.append(app.head(path))
+    return [
+        (a.status_int, sorted(h for h in a.headerlist if h[0] != "Date"), a.body) for a in answers
+    ]
+
+
+def test_a_small_file_sent_again_from_memory_is_answered_as_from_disk(app, root):
+    path, data = "/packages/dep-2.0-py3-none-any.whl", (root / "dep-2.0-py3-none-any.whl").read_bytes()
+    context = app.app.config["pypiserver.context"]
+    context.kept_files = KeptFiles(max_bytes=0)  # keeps nothing: every answer read from disk
+    etag = app.get(path).headers["ETag"]
+    from_disk = _answers(app, path, etag)
+    context.kept_files = KeptFiles()
+
+    assert app.get(path).body == data
+    assert context.kept_files.size == len(data)
+    assert _answers(app, path, etag) == from_disk
+    assert [a[0] for a in from_disk] == [200, 206, 206, 206, 416, 304, 200, 304, 200]
+
+
+def test_a_file_changed_on_disk_is_read_again_not_sent_from_memory(app, root):
+    wheel = root / "dep-2.0-py3-none-any.whl"
+    old = wheel.read_bytes()
+    assert app.get("/packages/" + wheel.name).body == old  # now kept
+    staging = root.parent / "staging"
+    staging.mkdir()
+    new = make_wheel(staging, "dep", "2.0", summary="rebuilt").read_bytes()
+    assert new != old
+    (staging / wheel.name).replace(wheel)
+    digest = hashlib.sha256(new).hexdigest()
+    for _ in range(100):  # the watcher tells the catalogue within moments
+        if digest in app.get("/simple/dep/").text:
+            break
+        time.sleep(0.05)
+
+    response = app.get("/packages/" + wheel.name)
+
+    assert response.body == new
+    assert response.headers["ETag"] == f'"{digest}"'
+
+
+def test_kept_files_stay_within_their_bounds():
+    kept = KeptFiles(max_bytes=100, max_file=60)
+    facts = {name: object() for name in "abcde"}
+    kept.keep("a", facts["a"], b"a" * 50)
+    kept.keep("b", facts["b"], b"b" * 40)
+    kept.keep("c", facts["c"], b"c" * 30)  # over 100 in all: the oldest goes
+    kept.keep("d", facts["d"], b"d" * 61)  # larger than any file kept
+    kept.keep("b", facts["b"], b"B" * 40)  # the same file again: replaced, not counted twice
+
+    assert [kept.get(n, facts[n]) for n in "abcd"] == [None, b"B" * 40, b"c" * 30, None]
+    assert kept.size == 70
+    assert kept.get("c", object()) is None  # facts of another version of the file
 
 
 def test_large_downloads_past_their_places_are_refused_until_one_ends(make_app, root, tmp_path):

@@ -22,6 +22,7 @@ from ..storage import DirectoryStorage
 from ..watcher import Watcher
 from . import api, files, pages, simple, upload
 from .fastpath import FastReads
+from .files import KeptFiles
 from .responses import PageCache, base_url, plain_error
 from .transfers import SIGNED_IN, TransferPlaces
 
@@ -40,6 +41,7 @@ class Context:
     policy: AccessPolicy
     pages: PageCache
     transfers: TransferPlaces
+    kept_files: KeptFiles
     watcher: Watcher | None = None
 
     def base_url(self) -> str:
@@ -76,7 +78,9 @@ def create_app(config: Config) -> bottle.Bottle:
         str(config.password_file) if config.password_file else None,
         config.auther,
     )
-    context = Context(config, catalogue, policy, PageCache(), TransferPlaces(config.transfer_places), watcher)
+    context = Context(
+        config, catalogue, policy, PageCache(), TransferPlaces(config.transfer_places), KeptFiles(), watcher
+    )
 
     app = IndexApp(context)
     app.config["pypiserver.context"] = context

@@ -90,6 +90,6 @@ class FastReads:
         if found is None:
             return None  # signatures, .metadata files and 404s: Bottle's
         try:
-            return file_answer(*found, environ, self.extra_headers, self.ctx.transfers)
+            return file_answer(*found, environ, self.extra_headers, self.ctx.transfers, self.ctx.kept_files)
         except OSError:
             return None

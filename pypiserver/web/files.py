@@ -8,7 +8,9 @@ import functools
 import mimetypes
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 import bottle
@@ -22,7 +24,7 @@ from .transfers import TransferPlaces
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["install", "file_answer", "download_headers"]
+__all__ = ["install", "file_answer", "download_headers", "KeptFiles"]
 
 METADATA_SUFFIX = ".metadata"
 
@@ -38,6 +40,57 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 #: download still ran at 1.3-1.4 GB/s here (1.4-1.75 with 256 KiB).
 _CHUNK = 1 << 16
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+#: Files up to this size are kept in memory once sent (see KeptFiles) ...
+KEPT_FILE = 64 * 1024
+#: ... up to this much in all, in each worker process: one of the benchmark
+#: (60,000 files) takes 135-140 MB without, and must stay within 150.
+KEPT_BYTES = 12 << 20
+
+
+class KeptFiles:
+    """The bytes of small files already sent, to send them again without
+    reading them.
+
+    Reading a file is four system calls (open, fstat, pread, close), and
+    each lets the worker's other threads take the interpreter.  Under load
+    those hand-offs, not the reads, set the pace: strace counted 28 futex
+    calls per download against 4 per page.  In the benchmark's download
+    pass (a 1 KB wheel of each of 10,000 projects), keeping them made it
+    25,000 req/s with p99 11 ms, from 14,700-18,000 with p99 14-32.
+
+    An entry holds only while the catalogue's facts for the file are the
+    very object it was kept with: a change the catalogue learns of (upload,
+    overwrite, a file replaced by hand) gives the file new facts, and its
+    next download reads it again.  The oldest entries go first.
+    """
+
+    def __init__(self, max_bytes: int = KEPT_BYTES, max_file: int = KEPT_FILE) -> None:
+        self._entries: OrderedDict[str, tuple[FileFacts, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._max_bytes, self._max_file = max_bytes, max_file
+
+    def get(self, location: str, facts: FileFacts) -> bytes | None:
+        entry = self._entries.get(location)
+        return entry[1] if entry is not None and entry[0] is facts else None
+
+    def keep(self, location: str, facts: FileFacts, data: bytes) -> None:
+        """Keep ``data``, read from ``location`` as ``facts`` describe it."""
+        if len(data) > min(self._max_file, self._max_bytes):
+            return
+        with self._lock:
+            old = self._entries.pop(location, None)
+            if old is not None:
+                self._bytes -= len(old[1])
+            self._entries[location] = (facts, data)
+            self._bytes += len(data)
+            while self._bytes > self._max_bytes:
+                self._bytes -= len(self._entries.popitem(last=False)[1][1])
+
+    @property
+    def size(self) -> int:
+        """The bytes kept, in all."""
+        return self._bytes
 
 
 def download_headers(ctx: "Context") -> list[tuple[str, str]]:
@@ -76,7 +129,7 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
         if stored is not None:
             try:
                 status, headers, body = file_answer(
-                    stored, facts, bottle.request.environ, extra, ctx.transfers
+                    stored, facts, bottle.request.environ, extra, ctx.transfers, ctx.kept_files
                 )
             except OSError:  # removed since the catalogue last looked
                 return plain_error(404, f"No file {relpath} in this index.")
@@ -106,35 +159,46 @@ def file_answer(
     environ: dict,
     extra_headers: list[tuple[str, str]],
     places: TransferPlaces,
+    kept: KeptFiles,
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """Status, headers and body sending ``stored`` to the request in
     ``environ``: conditional requests, one byte range, HEAD.  ``facts`` are
     the catalogue's for it, whose sha256 digest is the ETag (the same from
-    every worker process and every host).  A body over :data:`SMALL_FILE`
-    needs one of ``places``, else the answer is 503.  Raises OSError when
-    the file cannot be opened."""
+    every worker process and every host).  A small file is sent from
+    ``kept`` when it is there, and kept once read.  A body over
+    :data:`SMALL_FILE` needs one of ``places``, else the answer is 503.
+    Raises OSError when the file cannot be opened."""
+    data = None if facts is None else kept.get(stored.location, facts)
+    if data is not None:
+        return _answer(data, stored, facts, environ, extra_headers, places, kept)
     # A raw descriptor: fewer objects and system calls than open() for the
     # small files most downloads are.
     fd = os.open(stored.location, _OPEN_FLAGS)
     try:
-        return _answer(fd, stored, facts, environ, extra_headers, places)
+        return _answer(fd, stored, facts, environ, extra_headers, places, kept)
     except BaseException:
         os.close(fd)
         raise
 
 
 def _answer(
-    fd: int,
+    source: int | bytes,
     stored: StoredFile,
     facts: FileFacts | None,
     environ: dict,
     extra_headers: list[tuple[str, str]],
     places: TransferPlaces,
+    kept: KeptFiles,
 ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
     """:func:`file_answer` for an open descriptor, which it closes or hands
-    to the returned body."""
-    stat = os.fstat(fd)
-    size, mtime = stat.st_size, stat.st_mtime_ns // 1_000_000_000
+    to the returned body, or for the file's kept bytes (``facts`` then
+    describe them)."""
+    if isinstance(source, bytes):
+        size, mtime_ns = len(source), facts.mtime_ns  # type: ignore[union-attr]
+    else:
+        stat = os.fstat(source)
+        size, mtime_ns = stat.st_size, stat.st_mtime_ns
+    mtime = mtime_ns // 1_000_000_000
     headers = [
         ("Content-Type", _mimetype(stored.filename)),
         ("Accept-Ranges", "bytes"),
@@ -143,16 +207,16 @@ def _answer(
     ]
     etag = None
     # A digest read before the file last changed would be a wrong tag.
-    if facts is not None and facts.size == size and facts.mtime_ns == stat.st_mtime_ns:
+    if facts is not None and facts.size == size and facts.mtime_ns == mtime_ns:
         etag = f'"{facts.digests["sha256"]}"'
         headers.append(("ETag", etag))
     if _not_modified(environ, etag, mtime):
-        os.close(fd)
+        _close(source)
         return 304, [h for h in headers if h[0] != "Content-Type"], []
     status, start, end = 200, 0, size
     wanted = _byte_range(environ.get("HTTP_RANGE"), size)
     if wanted == "unsatisfiable":
-        os.close(fd)
+        _close(source)
         message = f"Range not satisfiable: the file has {size} bytes.\n".encode()
         return 416, [
             ("Content-Range", f"bytes */{size}"),
@@ -164,20 +228,30 @@ def _answer(
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
     headers.append(("Content-Length", str(end - start)))
     if environ.get("REQUEST_METHOD") == "HEAD":
-        os.close(fd)
+        _close(source)
         return status, headers, []
+    if isinstance(source, bytes):
+        return status, headers, [source[start:end]]
     if end - start <= SMALL_FILE:
-        data = _read_exactly(fd, start, end - start)
-        os.close(fd)
+        data = _read_exactly(source, start, end - start)
+        os.close(source)
+        # Only bytes whose tag was sent: those the catalogue's facts describe.
+        if etag is not None and len(data) == size:
+            kept.keep(stored.location, facts, data)  # type: ignore[arg-type]
         return status, headers, [data]
     if not places.take("a download"):
-        os.close(fd)
+        os.close(source)
         return places.refusal()
     try:
-        return status, headers, _Chunks(os.fdopen(fd, "rb"), start, end, places.give_back)
+        return status, headers, _Chunks(os.fdopen(source, "rb"), start, end, places.give_back)
     except BaseException:
         places.give_back()
         raise
+
+
+def _close(source: int | bytes) -> None:
+    if isinstance(source, int):
+        os.close(source)
 
 
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:
