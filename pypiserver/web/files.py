@@ -42,8 +42,8 @@ _CHUNK = 1 << 16
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 #: Files up to this size are kept in memory once sent (see KeptFiles) ...
 KEPT_FILE = 64 * 1024
-#: ... up to this much in all, in each worker process: one of the benchmark
-#: (60,000 files) takes 135-140 MB without, and must stay within 150.
+#: ... up to this much in all, in each worker process.  At the benchmark's
+#: 60,000 files a worker takes 135-140 MB without them; the target is 150.
 KEPT_BYTES = 12 << 20
 
 
