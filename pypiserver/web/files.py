@@ -54,9 +54,10 @@ class KeptFiles:
     Reading a file is four system calls (open, fstat, pread, close), and
     each lets the worker's other threads take the interpreter.  Under load
     those hand-offs, not the reads, set the pace: strace counted 28 futex
-    calls per download against 4 per page.  In the benchmark's download
-    pass (a 1 KB wheel of each of 10,000 projects), keeping them made it
-    25,000 req/s with p99 11 ms, from 14,700-18,000 with p99 14-32.
+    calls per download against 4 per page.  Sending a 1 KB wheel of each of
+    10,000 projects a second time, a server keeping them made 24,000-27,000
+    req/s with p99 7-10 ms, one reading them 16,500-20,600 with p99 12-25
+    (three runs each, see bench/README.md).
 
     An entry holds only while the catalogue's facts for the file are the
     very object it was kept with: a change the catalogue learns of (upload,
