@@ -2,11 +2,12 @@
 
     python bench/run.py --projects 1000 --projects 10000
 
-For each N: generate the corpus, then for each server start it (timed),
-load it with wrk (simple pages HTML and JSON, the project list, downloads),
-resolve a 20-project graph with pip and uv, upload 50 files with twine, read
-its memory, stop it.  Prints a Markdown table per N and writes the raw
-figures as JSON (default ``bench/results/``, git-ignored).
+For each N: generate the corpus; start ours (timed) and nginx side by side
+and measure them in turn, figure by figure: load with wrk (simple pages HTML
+and JSON, the project list, downloads), resolve a 20-project graph with pip
+and uv, upload 50 files with twine (ours), read their memory; then the same
+for released pypiserver alone.  Prints a Markdown table per N and writes the
+raw figures as JSON (default ``bench/results/``, git-ignored).
 """
 
 from __future__ import annotations
@@ -128,13 +129,19 @@ def load_specs(corpus: Corpus, duration: float) -> dict[str, load.LoadSpec]:
     }
 
 
-def measure_loads(url: str, corpus: Corpus, duration: float, workdir: Path) -> Figures:
-    figures: Figures = {}
+def measure_loads(
+    urls: dict[str, str], corpus: Corpus, duration: float, workdir: Path
+) -> dict[str, Figures]:
+    """Each load on each server of ``urls`` (name: base URL), one server
+    right after the other, so the two sides of a ratio are measured seconds
+    apart rather than minutes."""
+    figures: dict[str, Figures] = {name: {} for name in urls}
     for scenario, spec in load_specs(corpus, duration).items():
-        figures[scenario] = attempt(
-            lambda spec=spec: load.run_load(url, spec, workdir).as_dict()
-        )
-        log(f"    {scenario}: {summary(figures[scenario])}")
+        for name, url in urls.items():
+            figure = figures[name][scenario] = attempt(
+                lambda url=url, spec=spec: load.run_load(url, spec, workdir).as_dict()
+            )
+            log(f"    {name} {scenario}: {summary(figure)}")
     return figures
 
 
@@ -206,11 +213,26 @@ _RESOLUTION_BUDGET = 30.0
 
 
 def measure_resolution(
-    argv: list[str], repeats: int, timeout: float, top: str
-) -> Figures:
-    runs: list[tuple[float, int]] = []
-    while len(runs) < repeats and sum(t for t, _ in runs) < _RESOLUTION_BUDGET:
-        runs.append(resolve_once(argv, timeout, top))
+    argvs: dict[str, list[str]], repeats: int, timeout: float, top: str
+) -> dict[str, Figures]:
+    """Resolve with each server's ``argvs`` in turn, ``repeats`` rounds
+    (the order reversed every other round), and report each one's median."""
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in argvs}
+    failed: dict[str, Figures] = {}
+    for round_ in range(repeats):
+        names = list(argvs) if round_ % 2 == 0 else list(reversed(argvs))
+        for name in names:
+            if name in failed or sum(t for t, _ in runs[name]) >= _RESOLUTION_BUDGET:
+                continue
+            outcome = attempt(lambda argv=argvs[name]: resolve_once(argv, timeout, top))
+            if isinstance(outcome, dict):
+                failed[name] = outcome
+            else:
+                runs[name].append(outcome)
+    return {name: failed.get(name) or _resolution_figures(runs[name]) for name in argvs}
+
+
+def _resolution_figures(runs: list[tuple[float, int]]) -> Figures:
     times = [seconds for seconds, _ in runs]
     return {
         "seconds": statistics.median(times),
@@ -251,22 +273,20 @@ def uv_argv(url: str, requirements: Path) -> list[str]:
 
 
 def measure_resolutions(
-    url: str, corpus: Corpus, args: argparse.Namespace, timeout: float
-) -> Figures:
+    urls: dict[str, str], corpus: Corpus, args: argparse.Namespace, timeout: float
+) -> dict[str, Figures]:
     requirements = corpus.root / "requirements.in"
     requirements.write_text(corpus.top_project + "\n")
     top = corpus.top_project
-    figures = {
-        "pip": attempt(
-            lambda: measure_resolution(pip_argv(url, top), args.repeats, timeout, top)
-        ),
-        "uv": attempt(
-            lambda: measure_resolution(
-                uv_argv(url, requirements), args.repeats, timeout, top
-            )
-        ),
+    tools = {
+        "pip": {name: pip_argv(url, top) for name, url in urls.items()},
+        "uv": {name: uv_argv(url, requirements) for name, url in urls.items()},
     }
-    log(f"    pip: {json.dumps(figures['pip'])}\n    uv: {json.dumps(figures['uv'])}")
+    figures: dict[str, Figures] = {name: {} for name in urls}
+    for tool, argvs in tools.items():
+        for name, figure in measure_resolution(argvs, args.repeats, timeout, top).items():
+            figures[name][tool] = figure
+            log(f"    {name} {tool}: {json.dumps(figure)}")
     return figures
 
 
@@ -312,39 +332,63 @@ def remove_uploads(corpus: Corpus) -> None:
 
 
 def serve_and_measure(
-    spec: servers.ServerSpec,
+    specs: list[servers.ServerSpec],
     corpus: Corpus,
     args: argparse.Namespace,
     workdir: Path,
     *,
     uploads: bool,
     timeout: float,
-) -> Figures:
+) -> dict[str, Figures]:
+    """Start every server of ``specs`` (the first must start, the others may
+    fail and are reported so), measure them side by side, stop them.  Only
+    the first is sent uploads, when ``uploads``."""
     # Other work on the machine skews every figure; record how busy it was.
     loadavg = os.getloadavg()[0]
-    server = servers.start(spec, workdir, timeout)
-    figures: Figures = {
-        "start_seconds": server.startup_seconds,
-        "loadavg_1min": loadavg,
-    }
-    log(f"  {spec.name}: healthy in {server.startup_seconds:.2f} s")
+    figures: dict[str, Figures] = {}
+    started: dict[str, servers.RunningServer] = {}
     try:
-        figures.update(measure_loads(spec.url, corpus, args.duration, workdir))
-        figures.update(measure_resolutions(spec.url, corpus, args, timeout))
+        for spec in specs:
+            try:
+                server = servers.start(spec, workdir, timeout)
+            except servers.ServerFailed as error:
+                if not started:
+                    raise
+                figures[spec.name] = {"error": str(error)}
+                continue
+            started[spec.name] = server
+            figures[spec.name] = {
+                "start_seconds": server.startup_seconds,
+                "loadavg_1min": loadavg,
+            }
+            log(f"  {spec.name}: healthy in {server.startup_seconds:.2f} s")
+        urls = {name: server.spec.url for name, server in started.items()}
+        for measured in (
+            measure_loads(urls, corpus, args.duration, workdir),
+            measure_resolutions(urls, corpus, args, timeout),
+        ):
+            for name, values in measured.items():
+                figures[name].update(values)
         if uploads:
-            figures["upload"] = attempt(
-                lambda: measure_uploads(spec.url, corpus, timeout)
+            first = specs[0]
+            figures[first.name]["upload"] = attempt(
+                lambda: measure_uploads(first.url, corpus, timeout)
             )
-            log(f"    upload: {json.dumps(figures['upload'])}")
-        figures["memory"] = servers.tree_memory(server.process.pid)
-        log(f"    memory: {json.dumps(figures['memory'])}")
+            log(f"    {first.name} upload: {json.dumps(figures[first.name]['upload'])}")
+        for name, server in started.items():
+            figures[name]["memory"] = servers.tree_memory(server.process.pid)
+            log(f"    {name} memory: {json.dumps(figures[name]['memory'])}")
     finally:
-        servers.stop(server)
+        for server in started.values():
+            servers.stop(server)
         remove_uploads(corpus)
     return figures
 
 
-def measure_ours(corpus: Corpus, args: argparse.Namespace, workdir: Path) -> Figures:
+def measure_ours(
+    corpus: Corpus, args: argparse.Namespace, workdir: Path, beside: list[servers.ServerSpec]
+) -> dict[str, Figures]:
+    """Ours, and the servers ``beside`` it measured side by side with it."""
     # The first start hashes every file (cold digest cache); the later ones
     # read the cache the first one persisted, which is the everyday restart.
     shutil.rmtree(corpus.packages / ".pypiserver", ignore_errors=True)
@@ -359,12 +403,18 @@ def measure_ours(corpus: Corpus, args: argparse.Namespace, workdir: Path) -> Fig
     # moves by a quarter: the median of several is reported, the last being
     # the start of the server then measured.
     warm = [timed_start(spec, workdir) for _ in range(args.repeats - 1)]
-    figures = serve_and_measure(spec, corpus, args, workdir, uploads=True, timeout=300)
-    warm.append(figures.pop("start_seconds"))
-    figures["cold_start_seconds"] = cold
-    figures["warm_start_seconds"] = statistics.median(warm)
-    figures["warm_start_samples"] = warm
+    figures = serve_and_measure(
+        [spec, *beside], corpus, args, workdir, uploads=True, timeout=300
+    )
+    ours = figures["ours"]
+    warm.append(ours.pop("start_seconds"))
+    ours["cold_start_seconds"] = cold
+    ours["warm_start_seconds"] = statistics.median(warm)
+    ours["warm_start_samples"] = warm
     log(f"  ours: warm starts {', '.join(f'{s:.2f}' for s in warm)} s")
+    for name, other in figures.items():
+        if name != "ours" and "start_seconds" in other:
+            other["cold_start_seconds"] = other.pop("start_seconds")
     return figures
 
 
@@ -375,22 +425,21 @@ def timed_start(spec: servers.ServerSpec, workdir: Path, timeout: float = 300) -
     return server.startup_seconds
 
 
-def measure_nginx(corpus: Corpus, args: argparse.Namespace, workdir: Path) -> Figures:
+def nginx_spec(corpus: Corpus, workdir: Path) -> servers.ServerSpec:
     root = workdir / "nginx"
     root.mkdir(exist_ok=True)
-    spec = servers.nginx_spec(root, corpus.static, corpus.packages, servers.free_port())
-    figures = serve_and_measure(spec, corpus, args, workdir, uploads=False, timeout=60)
-    figures["cold_start_seconds"] = figures.pop("start_seconds")
-    return figures
+    return servers.nginx_spec(root, corpus.static, corpus.packages, servers.free_port())
 
 
 def measure_upstream(
     corpus: Corpus, args: argparse.Namespace, workdir: Path, executable: Path
 ) -> Figures:
+    # Alone, after the others: at N = 10,000 it takes minutes per step,
+    # which side by side would spread the other two servers' measurements.
     spec = servers.upstream_spec(executable, corpus.packages, servers.free_port())
     figures = serve_and_measure(
-        spec, corpus, args, workdir, uploads=True, timeout=args.upstream_cap
-    )
+        [spec], corpus, args, workdir, uploads=True, timeout=args.upstream_cap
+    )["upstream"]
     figures["cold_start_seconds"] = figures.pop("start_seconds")
     return figures
 
@@ -409,15 +458,16 @@ def bench_size(
     # measured starts (60,000 files are still being flushed half a minute on).
     os.sync()
     results: Figures = {"corpus_seconds": corpus.seconds, "files": corpus.size * 6}
-    plan: dict[str, Callable[[], Figures]] = {
-        "ours": lambda: measure_ours(corpus, args, workdir)
-    }
-    if not args.skip_nginx and tools.get("nginx"):
-        plan["nginx"] = lambda: measure_nginx(corpus, args, workdir)
+    beside = [] if args.skip_nginx or not tools.get("nginx") else [nginx_spec(corpus, workdir)]
+    measured = attempt(lambda: measure_ours(corpus, args, workdir, beside))
+    if "error" in measured:  # ours did not start: nothing was measured beside it
+        results["ours"] = measured
+    else:
+        results.update(measured)
     if upstream is not None:
-        plan["upstream"] = lambda: measure_upstream(corpus, args, workdir, upstream)
-    for name, measure in plan.items():
-        results[name] = attempt(measure)
+        results["upstream"] = attempt(
+            lambda: measure_upstream(corpus, args, workdir, upstream)
+        )
     return results
 
 
