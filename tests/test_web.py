@@ -400,6 +400,8 @@ FAST_READS = [
     (WHEEL_PATH, {}),
     (WHEEL_PATH, {"Range": "bytes=5-20"}),
     (WHEEL_PATH, {"Range": "bytes=100000-"}),
+    (WHEEL_PATH + ".metadata", {}),
+    (WHEEL_PATH + ".metadata", {"Accept-Encoding": "gzip"}),
 ]
 
 
@@ -432,8 +434,8 @@ def _fast_probe(path, headers, method):
     [
         ("/simple/Foo_Bar/", {}),  # a redirect to the normalised name
         ("/simple/unknown/", {}),  # the fallback
-        ("/packages/foo_bar-1.10-py3-none-any.whl.metadata", {}),
         ("/packages/missing-1.0.tar.gz", {}),
+        ("/packages/missing-1.0-py3-none-any.whl.metadata", {}),
         ("/simple/foo-bar/", {"authenticated": ["list"], "passwords": "."}),
         (WHEEL_PATH, {"authenticated": ["download"], "passwords": "."}),
     ],

@@ -1,11 +1,11 @@
 """The hot reads, answered before Bottle routes the request.
 
-Installers fetch project pages and files far more often than anything else
-is asked for.  When those need no password, this answers them from the page
-cache and the catalogue directly, with the same functions the Bottle routes
-use, so the answer is identical and only the routing cost is saved.  Anything
-else (a query string, a redirect to make, an unknown project, debug request
-logging) is left to Bottle.
+Installers fetch project pages, files and the files' PEP 658 metadata far
+more often than anything else is asked for.  When those need no password,
+this answers them from the page cache and the catalogue directly, with the
+same functions the Bottle routes use, so the answer is identical and only
+the routing cost is saved.  Anything else (a query string, a redirect to
+make, an unknown project, debug request logging) is left to Bottle.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ import bottle
 
 from ..distributions import normalize_name
 from . import negotiation
-from .files import download_headers, file_answer
+from .files import (
+    METADATA_SUFFIX,
+    download_headers,
+    file_answer,
+    metadata_max_age,
+    metadata_page,
+)
 from .responses import page_answer
 from .simple import list_page, project_page
 
@@ -88,8 +94,18 @@ class FastReads:
             return None
         found = self.ctx.catalogue.stored_file(relpath)
         if found is None:
-            return None  # signatures, .metadata files and 404s: Bottle's
+            if relpath.endswith(METADATA_SUFFIX):
+                return self._metadata(relpath[: -len(METADATA_SUFFIX)], environ)
+            return None  # signatures and 404s: Bottle's
         try:
             return file_answer(*found, environ, self.extra_headers, self.ctx.transfers, self.ctx.kept_files)
         except OSError:
             return None
+
+    def _metadata(self, relpath: str, environ: dict) -> Answer | None:
+        # pip and uv ask for one of these for every release they consider.
+        page = metadata_page(self.ctx, relpath)
+        if page is None:
+            return None  # the 404: Bottle's
+        status, headers, body = page_answer(page, environ, max_age=metadata_max_age(self.ctx))
+        return status, headers, [body]

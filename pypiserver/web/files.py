@@ -24,7 +24,7 @@ from .transfers import TransferPlaces
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["install", "file_answer", "download_headers", "KeptFiles"]
+__all__ = ["install", "file_answer", "download_headers", "metadata_page", "KeptFiles"]
 
 METADATA_SUFFIX = ".metadata"
 
@@ -136,22 +136,32 @@ def install(app: bottle.Bottle, ctx: "Context") -> None:
                 return plain_error(404, f"No file {relpath} in this index.")
             return bottle.HTTPResponse(body, status, headers=headers)
         if relpath.endswith(METADATA_SUFFIX):
-            return _metadata(ctx, relpath[: -len(METADATA_SUFFIX)])
+            page = metadata_page(ctx, relpath[: -len(METADATA_SUFFIX)])
+            if page is None:
+                return plain_error(404, f"No metadata file for {relpath} in this index.")
+            return send_page(page, max_age=metadata_max_age(ctx))
         return plain_error(404, f"No file {relpath} in this index.")
 
 
-def _metadata(ctx: "Context", relpath: str) -> bytes | bottle.HTTPResponse:
+def metadata_page(ctx: Context, relpath: str) -> Page | None:
+    """The PEP 658 metadata file of the distribution at ``relpath``; None
+    when there is no such distribution or it has no metadata."""
     catalogue = ctx.catalogue
     file = catalogue.file(relpath)
-    raw = catalogue.metadata(file) if file is not None and file.has_metadata else None
-    if file is None or raw is None:
-        return plain_error(404, f"No metadata file for {relpath} in this index.")
-    page = ctx.pages.get(
-        ("metadata", relpath),
-        file.facts.mtime_ns,
-        lambda: Page(raw, "application/octet-stream"),
-    )
-    return send_page(page, max_age=ctx.config.cache_control or 0)
+    if file is None or not file.has_metadata:
+        return None
+    key = ("metadata", relpath)
+    page = ctx.pages.cached(key, file.facts.mtime_ns)
+    if page is not None:
+        return page
+    raw = catalogue.metadata(file)
+    if raw is None:
+        return None
+    return ctx.pages.get(key, file.facts.mtime_ns, lambda: Page(raw, "application/octet-stream"))
+
+
+def metadata_max_age(ctx: Context) -> int:
+    return ctx.config.cache_control or 0
 
 
 def file_answer(
