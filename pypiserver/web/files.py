@@ -24,7 +24,14 @@ from .transfers import TransferPlaces
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["install", "file_answer", "download_headers", "metadata_page", "KeptFiles"]
+__all__ = [
+    "KeptFiles",
+    "download_headers",
+    "file_answer",
+    "install",
+    "metadata_max_age",
+    "metadata_page",
+]
 
 METADATA_SUFFIX = ".metadata"
 
@@ -153,7 +160,7 @@ def metadata_page(ctx: Context, relpath: str) -> Page | None:
     key = ("metadata", relpath)
     page = ctx.pages.cached(key, file.facts.mtime_ns)
     if page is not None:
-        return page
+        return page  # without asking the state store for the bytes again
     raw = catalogue.metadata(file)
     if raw is None:
         return None
@@ -161,6 +168,7 @@ def metadata_page(ctx: Context, relpath: str) -> Page | None:
 
 
 def metadata_max_age(ctx: Context) -> int:
+    """``Cache-Control: max-age`` of metadata files: that of the files."""
     return ctx.config.cache_control or 0
 
 
