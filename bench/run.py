@@ -351,7 +351,7 @@ def serve_and_measure(
         for spec in specs:
             try:
                 server = servers.start(spec, workdir, timeout)
-            except servers.ServerFailed as error:
+            except (servers.ServerFailed, OSError) as error:
                 if not started:
                     raise
                 figures[spec.name] = {"error": str(error)}
