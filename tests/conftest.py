@@ -8,6 +8,7 @@ fixtures below wrap them with clean-up.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import xmlrpc.client
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
@@ -166,6 +168,29 @@ def stalled_post(port: int, path: str, content_type: str, authorization: str = "
     return sock
 
 
+def raw_search(server: Server) -> tuple[int, str | None]:
+    """The status of an XML-RPC search and its Retry-After header."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        body = xmlrpc.client.dumps(({"name": "small"},), "search").encode()
+        connection.request("POST", "/", body=body, headers={"Content-Type": "text/xml"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("Retry-After")
+    finally:
+        connection.close()
+
+
+def wait_until_every_place_is_taken(server: Server, seconds: float = 10) -> None:
+    """Returns once a search is refused for want of a place.  A stalled
+    client holds its place only once the server has handed its request to
+    the application, a moment after the client sent it."""
+    deadline = time.monotonic() + seconds
+    while raw_search(server)[0] != 503:
+        assert time.monotonic() < deadline, f"places not all taken within {seconds:.0f} s"
+        time.sleep(0.05)
+
+
 # --- the server subprocess ---------------------------------------------------
 
 
@@ -261,12 +286,14 @@ class Server:
 @contextlib.contextmanager
 def closed_once_logged(server: Server, line: str, socks: Sequence[socket.socket]) -> Iterator[None]:
     """Runs the block while ``socks`` (stalled clients) hold the server's
-    places, and closes them as soon as its log has ``line``: what the block
-    does waits for a place, or is refused one, before they let go."""
+    places, and closes them as soon as its log has ``line`` once more than
+    before the block: what the block does waits for a place, or is refused
+    one, before they let go."""
     finished = threading.Event()
+    before = server.log_text().count(line)
 
     def close_once_logged() -> None:
-        while line not in server.log_text() and not finished.wait(0.05):
+        while server.log_text().count(line) == before and not finished.wait(0.05):
             pass
         for sock in socks:
             sock.close()

@@ -30,6 +30,7 @@ from conftest import (
     closed_once_logged,
     free_port,
     http_get,
+    raw_search,
     read_head,
     run_client,
     server_command,
@@ -430,19 +431,6 @@ def found_by_search(server: Server) -> list[str]:
     """The names an XML-RPC search for "small" finds."""
     hits = xmlrpc.client.ServerProxy(server.url + "/").search({"name": "small"})
     return sorted(hit["name"] for hit in hits)
-
-
-def raw_search(server: Server) -> tuple[int, str | None]:
-    """The status of a search and its Retry-After header."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        body = xmlrpc.client.dumps(({"name": "small"},), "search").encode()
-        connection.request("POST", "/", body=body, headers={"Content-Type": "text/xml"})
-        response = connection.getresponse()
-        response.read()
-        return response.status, response.getheader("Retry-After")
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize("client", ["pip", "uv"])
