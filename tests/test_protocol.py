@@ -749,16 +749,21 @@ def test_copied_file_changes_etag_within_a_second(app, root):
     assert listing.status_int == 200 and "brand-new" in listing.text
 
 
-@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+@pytest.mark.parametrize("deflate", ["held", "isal", "zlib"])
 def test_gzip_a_large_project_page(make_app, tmp_path, monkeypatch, deflate):
-    from pypiserver.web import responses
+    from pypiserver.web import compression
 
+    if deflate == "held":
+        # The system's zlib, which every Linux has: it must be found.
+        assert compression._held is not None
+    else:  # a platform without a shared zlib to load
+        monkeypatch.setattr(compression, "_held", None)
     if deflate == "isal":
         # Installed with pypiserver where it has wheels, as here: it must be used.
         pytest.importorskip("isal")
-        assert responses.isal_zlib is not None
-    else:  # where it has none
-        monkeypatch.setattr(responses, "isal_zlib", None)
+        assert compression.isal_zlib is not None
+    elif deflate == "zlib":  # where it has none
+        monkeypatch.setattr(compression, "isal_zlib", None)
     root = tmp_path / "many"
     root.mkdir()
     for minor in range(30):

@@ -6,26 +6,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
-import zlib
 from collections import OrderedDict
 from typing import Callable, Hashable
 
 import bottle
 
-try:
-    # ISA-L's deflate, where its wheels exist (see setup.cfg): a third of
-    # zlib's time for a page of a few KB, in the same gzip format.
-    from isal import isal_zlib
-except ImportError:  # pragma: no cover - a platform without its wheels
-    isal_zlib = None
+from .compression import gunzip, gzip
 
 #: Smaller bodies are sent as they are: gzip would save little or nothing.
 _COMPRESS_MIN = 512
 #: Larger pages are few, and decompressing one per request would cost more
 #: than keeping it in both forms.
 _KEEP_BOTH_FROM = 64 * 1024
-#: zlib's window-bits value that reads and writes the gzip format.
-_GZIP_WBITS = 31
+#: hashlib releases the interpreter lock for 2,048 bytes or more.
+_HASH_PIECE = 2047
 
 __all__ = ["Page", "PageCache", "base_url", "page_answer", "redirect", "send_page", "plain_error"]
 
@@ -47,18 +41,16 @@ class Page:
         # same ETag and a revalidation never depends on which one answers.
         # The media type is part of it: one body served as text/html and as
         # PEP 691 HTML is two representations, which caches must not mix.
-        hasher = hashlib.blake2b(content_type.encode(), digest_size=12)
-        hasher.update(body)
-        self.etag = f'"{hasher.hexdigest()}"'
+        self.etag = f'"{_digest(content_type, body)}"'
         compress = len(body) >= _COMPRESS_MIN
-        self._gzipped = _gzip(body) if compress else None
+        self._gzipped = gzip(body) if compress else None
         self._body = body if not compress or len(body) >= _KEEP_BOTH_FROM else None
 
     @property
     def body(self) -> bytes:
         if self._body is not None:
             return self._body
-        return zlib.decompress(self._gzipped, wbits=_GZIP_WBITS)  # type: ignore[arg-type]
+        return gunzip(self._gzipped)  # type: ignore[arg-type]
 
     @property
     def gzipped(self) -> bytes | None:
@@ -66,18 +58,15 @@ class Page:
         return self._gzipped
 
 
-def _gzip(body: bytes) -> bytes:
-    # Every worker compresses each page it renders, so this is a good part
-    # of a page's first request.  ISA-L's level 1 compresses about as well
-    # as zlib's level 6 (744 against 721 bytes for a 2.2 KB project page)
-    # in 16 against 47 us, and the 390 KB list of 10,000 projects in 0.6
-    # against 5.5 ms.
-    if isal_zlib is not None:
-        return isal_zlib.compress(body, 1, wbits=_GZIP_WBITS)
-    # A smaller hash table than zlib's default (memLevel 8) halves the time
-    # to compress a page of a few KB, with the same result at that size.
-    compressor = zlib.compressobj(6, zlib.DEFLATED, _GZIP_WBITS, 5)
-    return compressor.compress(body) + compressor.flush()
+def _digest(content_type: str, body: bytes) -> str:
+    hasher = hashlib.blake2b(content_type.encode(), digest_size=12)
+    # Fed in pieces under 2 KB, which hashlib hashes without releasing the
+    # interpreter lock: see .compression for why a page's first request
+    # must not let go of it.
+    view = memoryview(body)
+    for start in range(0, len(view), _HASH_PIECE):
+        hasher.update(view[start : start + _HASH_PIECE])
+    return hasher.hexdigest()
 
 
 class PageCache:
