@@ -4,11 +4,10 @@ A worker answers from many threads, and ``zlib.compress`` (like ISA-L's and
 ``hashlib``'s functions on more than 2 KB) releases the interpreter lock for
 the time it compresses.  For a project page of a few KB that is some 20 us;
 getting the lock back, while the other threads pass it between their own
-requests, takes far longer.  Under load at 10,000 projects, compressing
-with the lock held took the first pass over every page from a median of
-7,900 to 10,200 req/s for HTML and from 6,100 to 10,400 for JSON (four
-rounds each, the two servers alternating), and the pass after it from
-13,400 to 18,700 and 14,100 to 19,800.
+requests, takes far longer.  Side by side at 10,000 projects (two runs,
+of 4 and 6 rounds), compressing with the lock held raised the median first
+pass over every page by 23-70% and the pass after it by 30-40%, although
+zlib takes twice ISA-L's time for such a page.
 
 So small bodies go through the system's zlib called by ctypes.PyDLL, which
 holds the lock, through one deflate stream per process that is reset for
@@ -87,18 +86,20 @@ class _HeldDeflate:
         )  # fmt: skip
         if status != _Z_OK:
             raise OSError(f"deflateInit2_ returned {status}")
+        # Room for the largest body's output, reused under the lock.
+        self._room = libz.deflateBound(ctypes.byref(self._stream), HELD_MAX)
+        self._out = ctypes.create_string_buffer(self._room)
 
     def __call__(self, body: bytes) -> bytes:
-        libz, stream = self._libz, self._stream
+        """``body``, of at most :data:`HELD_MAX` bytes, gzipped."""
+        libz, stream, out = self._libz, self._stream, self._out
         with self._lock:
             libz.deflateReset(ctypes.byref(stream))
-            bound = libz.deflateBound(ctypes.byref(stream), len(body))
-            out = ctypes.create_string_buffer(bound)
             stream.next_in, stream.avail_in = body, len(body)
-            stream.next_out, stream.avail_out = ctypes.addressof(out), bound
+            stream.next_out, stream.avail_out = ctypes.addressof(out), self._room
             status = libz.deflate(ctypes.byref(stream), _Z_FINISH)
             stream.next_in = None  # not keeping the body alive
-            if status != _Z_STREAM_END:  # pragma: no cover - the bound is zlib's own
+            if status != _Z_STREAM_END:  # pragma: no cover - the room is zlib's own bound
                 raise OSError(f"deflate returned {status}")
             return ctypes.string_at(out, stream.total_out)
 
