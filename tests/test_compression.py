@@ -84,3 +84,19 @@ def test_a_page_is_hashed_and_compressed_without_letting_another_thread_run():
         sys.setswitchinterval(old)
     assert gzip.decompress(pages[0].gzipped) == body
     assert len({p.etag for p in pages}) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_process_forked_while_another_thread_compresses_can_compress():
+    if compression._held is None:
+        pytest.skip("no shared zlib")
+    body = _page_like(3000)
+    with compression._held._lock:  # as a thread in the middle of a page
+        pid = os.fork()
+        if pid == 0:  # the child: give up after 5 s rather than hang
+            import signal
+
+            signal.alarm(5)
+            os._exit(0 if gzip.decompress(compression.gzip(body)) == body else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

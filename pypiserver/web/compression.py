@@ -19,6 +19,7 @@ body does.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import zlib
 
@@ -90,6 +91,11 @@ class _HeldDeflate:
         self._room = libz.deflateBound(ctypes.byref(self._stream), HELD_MAX)
         self._out = ctypes.create_string_buffer(self._room)
 
+    def forked(self) -> None:
+        """In a new child process: the stream is reset before each use, but
+        the lock may have been held by a thread the child does not have."""
+        self._lock = threading.Lock()
+
     def __call__(self, body: bytes) -> bytes:
         """``body``, of at most :data:`HELD_MAX` bytes, gzipped."""
         libz, stream, out = self._libz, self._stream, self._out
@@ -115,6 +121,10 @@ def _held_deflate() -> _HeldDeflate | None:
 
 #: Forked worker processes each get their own copy.
 _held = _held_deflate()
+if _held is not None and hasattr(os, "register_at_fork"):
+    # A fork while another thread compressed would leave the child's copy
+    # of the lock held forever, and every page it renders waiting on it.
+    os.register_at_fork(after_in_child=_held.forked)
 
 
 def gzip(body: bytes) -> bytes:
