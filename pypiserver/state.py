@@ -9,6 +9,9 @@ The state directory (a dot-directory, never served) holds:
   last start, in one marshal blob: a restart reads it instead of 60,000 rows
   of the database.  It may be older than the database; the catalogue checks
   each file's size and modification time against it, as against a row.
+* ``pages.store`` — every project page the last saved start rendered,
+  gzipped, by ETag (written by :mod:`pypiserver.web.pagestore`): a restart
+  renders pages again, but need not compress them again.
 * ``changes.log`` — an append-only journal of the writes this server made
   (uploads, removals, yanks) and of the files its watchers saw change, and
   ``changes.count``, eight bytes counting them.  Every worker process maps
@@ -46,7 +49,7 @@ try:
 except ImportError:  # Windows: one process at a time is the common case there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Digests", "FileFacts", "StateStore", "Change", "Yank"]
+__all__ = ["Digests", "FileFacts", "StateStore", "Change", "Yank", "in_child"]
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +304,15 @@ class StateStore:
         except OSError:
             return 0
 
+    def snapshot_mtime_ns(self) -> int:
+        """When the snapshot was last saved, 0 if there is none: files
+        derived from the same start (the page store) are older when it was
+        saved again since."""
+        try:
+            return os.stat(self.directory / _SNAPSHOT).st_mtime_ns
+        except OSError:
+            return 0
+
     def save_snapshot(
         self, files: Iterable[tuple[str, FileFacts]], digests: Collection[str] = ("sha256",)
     ) -> None:
@@ -308,28 +320,7 @@ class StateStore:
         ``digests``).  Atomic: a reader finds the old snapshot or the new."""
         # In a child process: marshal's bookkeeping for 60,000 files would
         # leave this long-lived process's heap 10+ MB larger for good.
-        try:
-            pid = os.fork() if hasattr(os, "fork") else -1
-        except OSError:
-            pid = -1
-        if pid == -1:  # no fork() here, or none to be had: in this process
-            self._write_snapshot(files, digests)
-            return
-        if pid == 0:
-            status = 1
-            try:
-                self._write_snapshot(files, digests)
-                status = 0
-            except BaseException:
-                log.exception("cannot save the facts snapshot")
-            finally:
-                os._exit(status)
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            return  # reaped by a SIGCHLD handler of the program embedding us
-        if status != 0:
-            log.warning("the facts snapshot was not saved (status %d)", status)
+        in_child(lambda: self._write_snapshot(files, digests), "the facts snapshot")
 
     def _snapshot_header(self, digests: Collection[str]) -> tuple:
         # A row of the files table is never deleted, only replaced when its
@@ -444,6 +435,38 @@ class StateStore:
             data = journal.read()
         complete = data[: data.rfind(b"\n") + 1]
         return list(_parse_changes(complete)), offset + len(complete)
+
+
+def in_child(work: Callable[[], None], what: str) -> None:
+    """Run ``work`` in a forked child process and wait for it, so that what
+    it allocates never enlarges this long-lived process's heap; where there
+    is no fork() (or none to be had), here.  A failure is logged as not
+    saving ``what``, never raised: it only costs a later start time."""
+    try:
+        pid = os.fork() if hasattr(os, "fork") else -1
+    except OSError:
+        pid = -1
+    if pid == -1:
+        try:
+            work()
+        except Exception:
+            log.exception("cannot save %s", what)
+        return
+    if pid == 0:
+        status = 1
+        try:
+            work()
+            status = 0
+        except BaseException:
+            log.exception("cannot save %s", what)
+        finally:
+            os._exit(status)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return  # reaped by a SIGCHLD handler of the program embedding us
+    if status != 0:
+        log.warning("%s was not saved (status %d)", what, status)
 
 
 _BASE_DIGESTS = ("sha256", "md5", "blake2b_256")

@@ -17,12 +17,13 @@ from ..accounts import AccessPolicy, Decision, parse_basic_authorization, policy
 from ..config import Config
 from ..distributions import NAME_PATTERN
 from ..index import Catalogue
-from ..state import StateStore
+from ..state import StateStore, in_child
 from ..storage import DirectoryStorage
 from ..watcher import Watcher
-from . import api, files, pages, simple, upload
+from . import api, files, pages, pagestore, simple, upload
 from .fastpath import FastReads
 from .files import KeptFiles
+from .pagestore import StoredPages
 from .responses import PageCache, base_url, plain_error
 from .transfers import SIGNED_IN, TransferPlaces
 
@@ -43,6 +44,8 @@ class Context:
     transfers: TransferPlaces
     kept_files: KeptFiles
     watcher: Watcher | None = None
+    #: Gzipped project pages an earlier start kept (see :mod:`.pagestore`).
+    stored_pages: StoredPages | None = None
 
     def base_url(self) -> str:
         return base_url(self.config.server_base_url)
@@ -79,7 +82,14 @@ def create_app(config: Config) -> bottle.Bottle:
         config.auther,
     )
     context = Context(
-        config, catalogue, policy, PageCache(), TransferPlaces(config.transfer_places), KeptFiles(), watcher
+        config,
+        catalogue,
+        policy,
+        PageCache(),
+        TransferPlaces(config.transfer_places),
+        KeptFiles(),
+        watcher,
+        _stored_pages(catalogue, config.hash_algo),
     )
 
     app = IndexApp(context)
@@ -92,6 +102,21 @@ def create_app(config: Config) -> bottle.Bottle:
     for status in (400, 401, 403, 404, 405, 406, 409, 413, 500):
         app.error_handler[status] = _plain_error_page
     return app
+
+
+def _stored_pages(catalogue: Catalogue, hash_algo: str | None) -> StoredPages | None:
+    """The page store, saved again first when there is none to read or this
+    start saved the facts snapshot (so many files had changed)."""
+    path = catalogue.state.directory / pagestore.FILENAME
+    stale = pagestore.is_stale(path, catalogue.state.snapshot_mtime_ns())
+    stored = None if stale else StoredPages.open(path)
+    if stored is None:
+        pages = simple.pages_to_store(catalogue, hash_algo)
+        # In a child: 20,000 pages rendered would enlarge this process's
+        # heap, which the workers inherit.
+        in_child(lambda: pagestore.save(path, pages), "the page store")
+        stored = StoredPages.open(path)
+    return stored
 
 
 class IndexApp(bottle.Bottle):

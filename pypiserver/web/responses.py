@@ -7,11 +7,14 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import TYPE_CHECKING, Callable, Hashable
 
 import bottle
 
 from .compression import gunzip, gzip
+
+if TYPE_CHECKING:
+    from .pagestore import StoredPages
 
 #: Smaller bodies are sent as they are: gzip would save little or nothing.
 _COMPRESS_MIN = 512
@@ -35,16 +38,19 @@ class Page:
 
     __slots__ = ("content_type", "etag", "_body", "_gzipped")
 
-    def __init__(self, body: bytes, content_type: str) -> None:
+    def __init__(self, body: bytes, content_type: str, stored: StoredPages | None = None) -> None:
         self.content_type = content_type
         # A content hash, so every worker process gives the same page the
         # same ETag and a revalidation never depends on which one answers.
         # The media type is part of it: one body served as text/html and as
         # PEP 691 HTML is two representations, which caches must not mix.
         self.etag = f'"{_digest(content_type, body)}"'
-        compress = len(body) >= _COMPRESS_MIN
-        self._gzipped = gzip(body) if compress else None
-        self._body = body if not compress or len(body) >= _KEEP_BOTH_FROM else None
+        self._gzipped = None
+        if len(body) >= _COMPRESS_MIN:
+            # Taken from the page store when an earlier start kept this body.
+            found = stored.gzipped(self.etag, body) if stored is not None else None
+            self._gzipped = found if found is not None else gzip(body)
+        self._body = body if self._gzipped is None or len(body) >= _KEEP_BOTH_FROM else None
 
     @property
     def body(self) -> bytes:

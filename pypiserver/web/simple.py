@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import bottle
 
 from .. import render
 from ..distributions import normalize_name
-from ..index import Project
+from ..index import Catalogue, Project
 from . import negotiation
 from .responses import Page, plain_error, redirect, send_page
 
 if TYPE_CHECKING:
     from .app import Context
+    from .pagestore import StoredPages
 
-__all__ = ["install", "install_short_forms", "list_page", "project_page"]
+__all__ = ["install", "install_short_forms", "list_page", "pages_to_store", "project_page"]
 
 
 def install(app: bottle.Bottle, ctx: "Context") -> None:
@@ -90,8 +92,18 @@ def project_page(
     if project is None:
         return None
     return ctx.pages.get(
-        key, project.revision, lambda: _page(media, project, ctx.config.hash_algo, prefix)
+        key,
+        project.revision,
+        lambda: _page(media, project, ctx.config.hash_algo, prefix, ctx.stored_pages),
     )
+
+
+def pages_to_store(catalogue: Catalogue, hash_algo: str | None) -> Iterator[Page]:
+    """Every project's page in the media installers and browsers ask for:
+    what the page store keeps (see :mod:`.pagestore`)."""
+    for project in catalogue.projects():
+        for media in (negotiation.JSON_V1, negotiation.HTML):
+            yield _page(media, project, hash_algo)
 
 
 def _project_answer(ctx: "Context", name: str, prefix: str) -> bytes | bottle.HTTPResponse:
@@ -117,6 +129,7 @@ def _page(
     subject: Project | tuple[tuple[str, str], ...],
     hash_algo: str | None,
     prefix: str = render.PACKAGES_PREFIX,
+    stored: StoredPages | None = None,
 ) -> Page:
     is_list = not isinstance(subject, Project)
     if media == negotiation.JSON_V1:
@@ -125,14 +138,14 @@ def _page(
             if is_list
             else render.project_page_json(subject, hash_algo, prefix)
         )
-        return Page(body, media)
+        return Page(body, media, stored)
     body = (
         render.project_list_html(subject)
         if is_list
         else render.project_page_html(subject, hash_algo, prefix)
     )
     content_type = "text/html; charset=utf-8" if media == negotiation.HTML else media
-    return Page(body, content_type)
+    return Page(body, content_type, stored)
 
 
 def _unknown(ctx: "Context", name: str) -> bottle.HTTPResponse:

@@ -1,0 +1,123 @@
+"""Compressed project pages kept between starts, looked up by ETag.
+
+A page's first request in each worker renders it, hashes it (its ETag) and
+gzips it, and the gzip is a third of that time or more.  After a restart of
+an index of 10,000 projects every worker renders every page once again, and
+nearly half the requests of a first pass over all pages pay for that.  This
+store keeps the gzipped bodies of every project page the last saved start
+rendered, keyed by ETag, in one file of the state directory.  Side by side at
+10,000 projects (6 rounds, after a warm start), the median first pass went
+from 8,640 to 13,100 req/s for HTML and from 8,700 to 15,300 for JSON.
+
+A page is always rendered from the current catalogue, and only its gzip is
+taken from here, by the ETag of the bytes just rendered: a hash of the body
+and its media type.  So a stored body is used for exactly the bytes it
+compresses, or not at all, and the store never needs to be told what
+changed.  The gzip trailer's CRC and length are checked as well, against the
+body, so a damaged file cannot send wrong bytes either.
+
+The store is written, in a child process, whenever the facts snapshot is
+(the first start, or one that found many files changed), and when it is
+missing: about 3 s at 10,000 projects.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import struct
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from .responses import Page
+
+__all__ = ["FILENAME", "StoredPages", "is_stale", "save"]
+
+log = logging.getLogger(__name__)
+
+FILENAME = "pages.store"
+#: Bump when the layout (a marshal of this tag and the dict) changes.
+_FORMAT = "pypiserver page store 1"
+#: zlib.crc32 releases the interpreter lock above 5 KB: see .compression
+#: for why a page's first request must not.
+_CRC_PIECE = 5 * 1024
+
+
+class StoredPages:
+    """The gzipped bodies of one saved store, by ETag.
+
+    Read whole by the process that loads the catalogue, before it forks the
+    workers: they share the bodies, and a page taken from here is that very
+    object, not a copy.  (Each worker kept its own gzip of every page it
+    served before; it now keeps these instead, in the same room.)
+    """
+
+    def __init__(self, bodies: dict[str, bytes]) -> None:
+        self._bodies = bodies
+
+    @classmethod
+    def open(cls, path: Path) -> StoredPages | None:
+        """The store saved at ``path``; None if there is none or it is not
+        one this version wrote whole."""
+        try:
+            # Read whole first: marshal.load() reads a file piece by piece,
+            # ten times slower for 20,000 bodies.
+            tag, bodies = marshal.loads(path.read_bytes())
+            if tag != _FORMAT or not isinstance(bodies, dict):
+                raise ValueError("not a page store of this version")
+        except FileNotFoundError:
+            return None
+        except (OSError, EOFError, ValueError, TypeError) as exc:
+            log.warning("ignoring the page store: %s", exc)
+            return None
+        return cls(bodies)
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def gzipped(self, etag: str, body: bytes) -> bytes | None:
+        """The stored gzip of ``body``, whose ETag is ``etag``; None if the
+        store has none."""
+        gzipped = self._bodies.get(etag)
+        if gzipped is None or not _trailer_matches(gzipped, body):
+            return None
+        return gzipped
+
+
+def is_stale(path: Path, snapshot_mtime_ns: int) -> bool:
+    """Whether the store at ``path`` is missing or older than the facts
+    snapshot saved at ``snapshot_mtime_ns``: to be saved again."""
+    try:
+        return os.stat(path).st_mtime_ns < snapshot_mtime_ns
+    except OSError:
+        return True
+
+
+def save(path: Path, pages: Iterable[Page]) -> None:
+    """Replace the store at ``path`` with the gzipped bodies of ``pages``.
+    Atomic: a reader finds the old store or the new."""
+    started = time.monotonic()
+    bodies = {page.etag: page.gzipped for page in pages if page.gzipped is not None}
+    fd, temp = tempfile.mkstemp(prefix=".pages-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            marshal.dump((_FORMAT, bodies), out)
+        os.chmod(temp, 0o644)  # as the other state files
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    log.info("page store of %d pages saved in %.2f s", len(bodies), time.monotonic() - started)
+
+
+def _trailer_matches(gzipped: bytes, body: bytes) -> bool:
+    """Whether the gzip trailer (CRC-32, then length mod 2**32, both
+    little-endian) describes ``body``."""
+    crc, view = 0, memoryview(body)
+    for start in range(0, len(view), _CRC_PIECE):
+        crc = zlib.crc32(view[start : start + _CRC_PIECE], crc)
+    return gzipped[-8:] == struct.pack("<II", crc, len(body) & 0xFFFFFFFF)
