@@ -70,6 +70,9 @@ def create_app(config: Config) -> bottle.Bottle:
         watcher.watch()
     try:
         catalogue.load()
+        # Like the facts snapshot, saved in a fork before the watcher's
+        # thread starts applying changes.
+        stored_pages = _stored_pages(catalogue, config.hash_algo)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -89,7 +92,7 @@ def create_app(config: Config) -> bottle.Bottle:
         TransferPlaces(config.transfer_places),
         KeptFiles(),
         watcher,
-        _stored_pages(catalogue, config.hash_algo),
+        stored_pages,
     )
 
     app = IndexApp(context)
