@@ -7,6 +7,8 @@ import marshal
 import os
 import random
 import shutil
+import struct
+import zlib
 
 import pytest
 from dists import make_sdist, make_wheel
@@ -68,21 +70,27 @@ def test_a_page_takes_its_gzip_from_the_store(saved, monkeypatch):
     assert page.etag == fresh.etag  # unchanged by where the gzip came from
     assert page.body == bodies[3] and gzip.decompress(page.gzipped) == bodies[3]
     # Under another media type the same bytes are another page: not stored.
-    monkeypatch.setattr(responses, "gzip", compression.gzip)
+    compressed = []
+    monkeypatch.setattr(responses, "gzip", lambda body: compressed.append(body) or compression.gzip(body))
     other = Page(bodies[3], "application/vnd.pypi.simple.v1+html", stored)
-    assert gzip.decompress(other.gzipped) == bodies[3]
+    assert compressed == [bodies[3]] and gzip.decompress(other.gzipped) == bodies[3]
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
 
 
 @pytest.mark.parametrize(
     "damage",
     [
         lambda data: b"",
-        lambda data: marshal.dumps(("pypiserver page store 0", {})),
-        lambda data: marshal.dumps(("pypiserver page store 1", [])),
+        lambda data: data.replace(b"page store 2", b"page store 1", 1),
         lambda data: data[:-10],
-        lambda data: b"\x00" + data,
+        lambda data: _flip(data, len(data) - 100),  # inside the last body
+        lambda data: _flip(data, 26),  # the CRC
+        lambda data: data[:24] + struct.pack("<I", zlib.crc32(marshal.dumps([]))) + marshal.dumps([]),
     ],
-    ids=["empty", "another-version", "no-dict", "truncated", "not-marshal"],
+    ids=["empty", "another-version", "truncated", "flipped-body", "flipped-crc", "no-dict"],
 )
 def test_a_damaged_store_is_ignored(saved, damage, caplog):
     path, _ = saved

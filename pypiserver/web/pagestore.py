@@ -13,8 +13,10 @@ A page is always rendered from the current catalogue, and only its gzip is
 taken from here, by the ETag of the bytes just rendered: a hash of the body
 and its media type.  So a stored body is used for exactly the bytes it
 compresses, or not at all, and the store never needs to be told what
-changed.  The gzip trailer's CRC and length are checked as well, against the
-body, so a damaged file cannot send wrong bytes either.
+changed.  Each body taken is also checked against the gzip trailer's CRC and
+length, so that no other body, were its ETag the same, is ever sent for it;
+and the file carries a CRC of its contents, so a damaged one is ignored
+(and saved again).
 
 The store is written, in a child process, whenever the facts snapshot is
 (the first start, or one that found many files changed), and when it is
@@ -40,8 +42,10 @@ __all__ = ["FILENAME", "StoredPages", "is_stale", "save"]
 log = logging.getLogger(__name__)
 
 FILENAME = "pages.store"
-#: Bump when the layout (a marshal of this tag and the dict) changes.
-_FORMAT = "pypiserver page store 1"
+#: The file: this line, the CRC-32 of the rest, then the marshalled dict
+#: of gzipped bodies by ETag.  Bump the number when the layout changes.
+_MAGIC = b"pypiserver page store 2\n"
+_CRC = struct.Struct("<I")
 #: zlib.crc32 releases the interpreter lock above 5 KB: see .compression
 #: for why a page's first request must not.
 _CRC_PIECE = 5 * 1024
@@ -64,14 +68,10 @@ class StoredPages:
         """The store saved at ``path``; None if there is none or it is not
         one this version wrote whole."""
         try:
-            # Read whole first: marshal.load() reads a file piece by piece,
-            # ten times slower for 20,000 bodies.
-            tag, bodies = marshal.loads(path.read_bytes())
-            if tag != _FORMAT or not isinstance(bodies, dict):
-                raise ValueError("not a page store of this version")
+            bodies = _read(path)
         except FileNotFoundError:
             return None
-        except (OSError, EOFError, ValueError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, TypeError, struct.error) as exc:
             log.warning("ignoring the page store: %s", exc)
             return None
         return cls(bodies)
@@ -102,16 +102,32 @@ def save(path: Path, pages: Iterable[Page]) -> None:
     Atomic: a reader finds the old store or the new."""
     started = time.monotonic()
     bodies = {page.etag: page.gzipped for page in pages if page.gzipped is not None}
+    payload = marshal.dumps(bodies)
     fd, temp = tempfile.mkstemp(prefix=".pages-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            marshal.dump((_FORMAT, bodies), out)
+            out.write(_MAGIC + _CRC.pack(zlib.crc32(payload)))
+            out.write(payload)
         os.chmod(temp, 0o644)  # as the other state files
         os.replace(temp, path)
     except BaseException:
         os.unlink(temp)
         raise
     log.info("page store of %d pages saved in %.2f s", len(bodies), time.monotonic() - started)
+
+
+def _read(path: Path) -> dict[str, bytes]:
+    data = path.read_bytes()  # whole: marshal.load() reads piece by piece, ten times slower
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a page store of this version")
+    (crc,) = _CRC.unpack_from(data, len(_MAGIC))
+    payload = memoryview(data)[len(_MAGIC) + _CRC.size :]
+    if zlib.crc32(payload) != crc:
+        raise ValueError("damaged (its CRC does not match)")
+    bodies = marshal.loads(payload)
+    if not isinstance(bodies, dict):
+        raise TypeError("no pages in it")
+    return bodies
 
 
 def _trailer_matches(gzipped: bytes, body: bytes) -> bool:
