@@ -268,7 +268,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
             raise ConfigError(f"cannot write log file {args.log_file}: {exc.strerror}") from None
     logging.basicConfig(level=level, format=args.log_frmt, handlers=handlers or [logging.NullHandler()], force=True)
     # Start-up progress for large trees is worth seeing without -v.
-    logging.getLogger("pypiserver.index").setLevel(min(level, logging.INFO))
+    for name in ("pypiserver.index", "pypiserver.web.pagestore"):
+        logging.getLogger(name).setLevel(min(level, logging.INFO))
 
 
 def _checked(parse):  # noqa: ANN001, ANN202 - wraps a parse_* function for argparse

@@ -8,6 +8,7 @@ served directory, and how the command line reports bad input.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import os
@@ -609,6 +610,31 @@ def test_file_changed_while_stopped_is_rehashed_on_restart(
     second = server_factory([str(packages_dir)])
     # A persisted digest cache must notice the file is not the one it hashed.
     assert listed_digest(second, "restarted", wheel.name) == sha256_of(wheel)
+
+
+def test_a_restart_reads_its_page_store_and_sends_the_same_pages(server_factory, packages_dir):
+    # 48 files: one added while stopped is too few to save the facts
+    # snapshot, or the page store, again.
+    for n in range(24):
+        make_wheel(packages_dir, f"kept{n}", "1.0")
+        make_sdist(packages_dir, f"kept{n}", "1.0")
+    json_v1 = "application/vnd.pypi.simple.v1+json"
+    wanted = [{"Accept-Encoding": "gzip"}, {"Accept-Encoding": "gzip", "Accept": json_v1}]
+    first = server_factory([str(packages_dir)])
+    sent = [first.get("/simple/kept0/", headers=headers) for headers in wanted]
+    first.stop()
+    assert first.log_text().count(" pages saved in ") == 1, first.log_text()
+
+    added = make_wheel(packages_dir, "kept1", "2.0")
+    second = server_factory([str(packages_dir)])
+    assert " pages saved in " not in second.log_text()  # read back, not saved again
+    assert second.log_text().count(f"page store of {len(sent) * 24} pages read in ") == 1
+    for headers, before in zip(wanted, sent):
+        again = second.get("/simple/kept0/", headers=headers)
+        assert again.headers["Content-Encoding"] == before.headers["Content-Encoding"] == "gzip"
+        assert (again.headers["ETag"], again.body) == (before.headers["ETag"], before.body)
+    changed = second.get("/simple/kept1/", headers=wanted[0])
+    assert added.name in gzip.decompress(changed.body).decode()
 
 
 @pytest.mark.parametrize("backend", ["simple-dir", "cached-dir"])

@@ -67,6 +67,7 @@ class StoredPages:
     def open(cls, path: Path) -> StoredPages | None:
         """The store saved at ``path``; None if there is none or it is not
         one this version wrote whole."""
+        started = time.monotonic()
         try:
             bodies = _read(path)
         except FileNotFoundError:
@@ -74,6 +75,7 @@ class StoredPages:
         except (OSError, EOFError, ValueError, TypeError, struct.error) as exc:
             log.warning("ignoring the page store: %s", exc)
             return None
+        log.info("page store of %d pages read in %.2f s", len(bodies), time.monotonic() - started)
         return cls(bodies)
 
     def __len__(self) -> int:
