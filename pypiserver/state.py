@@ -10,8 +10,9 @@ The state directory (a dot-directory, never served) holds:
   of the database.  It may be older than the database; the catalogue checks
   each file's size and modification time against it, as against a row.
 * ``pages.store`` — every project page the last saved start rendered,
-  gzipped, by ETag (written by :mod:`pypiserver.web.pagestore`): a restart
-  renders pages again, but need not compress them again.
+  gzipped, with a digest of what it was made from (written by
+  :mod:`pypiserver.web.pagestore`): after a restart, an unchanged project's
+  pages need not be rendered again.
 * ``changes.log`` — an append-only journal of the writes this server made
   (uploads, removals, yanks) and of the files its watchers saw change, and
   ``changes.count``, eight bytes counting them.  Every worker process maps

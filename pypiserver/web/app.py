@@ -108,17 +108,19 @@ def create_app(config: Config) -> bottle.Bottle:
 
 
 def _stored_pages(catalogue: Catalogue, hash_algo: str | None) -> StoredPages | None:
-    """The page store, saved again first when there is none to read or this
-    start saved the facts snapshot (so many files had changed)."""
+    """The page store, saved again first when there is none to read (or
+    only one of another edition), or this start saved the facts snapshot
+    (so many files had changed)."""
     path = catalogue.state.directory / pagestore.FILENAME
+    edition = pagestore.edition(hash_algo)
     stale = pagestore.is_stale(path, catalogue.state.snapshot_mtime_ns())
-    stored = None if stale else StoredPages.open(path)
+    stored = None if stale else StoredPages.open(path, edition)
     if stored is None:
-        pages = simple.pages_to_store(catalogue, hash_algo)
+        projects = simple.pages_to_store(catalogue, hash_algo)
         # In a child: 20,000 pages rendered would enlarge this process's
         # heap, which the workers inherit.
-        in_child(lambda: pagestore.save(path, pages), "the page store")
-        stored = StoredPages.open(path)
+        in_child(lambda: pagestore.save(path, edition, projects), "the page store")
+        stored = StoredPages.open(path, edition)
     return stored
 
 

@@ -1,30 +1,31 @@
-"""Compressed project pages kept between starts, looked up by ETag.
+"""Project pages kept between starts, each with what it was made from.
 
-A page's first request in each worker renders it, hashes it (its ETag) and
-gzips it, and the gzip is a third of that time or more.  After a restart of
-an index of 10,000 projects every worker renders every page once again, and
-nearly half the requests of a first pass over all pages pay for that.  This
-store keeps the gzipped bodies of every project page the last saved start
-rendered, keyed by ETag, in one file of the state directory.  Side by side at
-10,000 projects (6 rounds, after a warm start), the median first pass went
-from 8,640 to 13,100 req/s for HTML and from 8,700 to 15,300 for JSON.
+After a restart every worker process would render, hash and gzip each
+project page again on its first request: at 10,000 projects, nearly half the
+requests of a first pass over all pages, each costing ten times a cached one.
+This store keeps every project's HTML and PEP 691 JSON page, with its ETag
+and gzipped body, in one file of the state directory, so a page whose
+project is as it was when the store was saved is answered without rendering.
 
-A page is always rendered from the current catalogue, and only its gzip is
-taken from here, by the ETag of the bytes just rendered: a hash of the body
-and its media type.  So a stored body is used for exactly the bytes it
-compresses, or not at all, and the store never needs to be told what
-changed.  Each body taken is also checked against the gzip trailer's CRC and
-length, so that no other body, were its ETag the same, is ever sent for it;
-and the file carries a CRC of its contents, so a damaged one is ignored
-(and saved again).
+A project's pages are a function of its files (where each is, its size and
+modification time, which the catalogue trusts to identify what reading it
+taught, as it does at every start), their signatures and yanks: see
+:meth:`Catalogue.page_inputs`, whose digest of those is kept with the pages
+and compared on each first request.  Everything else a page depends on, the
+settings and the code that renders it, is the store's *edition*: a store of
+another edition is not used, and is saved again.
 
 The store is written, in a child process, whenever the facts snapshot is
-(the first start, or one that found many files changed), and when it is
-missing or unreadable: 3-5 s at 10,000 projects on a slow 2-core machine.
+(the first start, or one that found many files changed), when it is
+missing, unreadable or of another edition: 3-5 s at 10,000 projects on a
+slow 2-core machine.  The file carries a CRC of its contents, so a damaged
+one is ignored and saved again.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import marshal
 import os
@@ -35,59 +36,87 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from .. import __version__
 from .responses import Page
 
-__all__ = ["FILENAME", "StoredPages", "is_stale", "save"]
+__all__ = ["FILENAME", "StoredPages", "code_digest", "edition", "is_stale", "save"]
 
 log = logging.getLogger(__name__)
 
 FILENAME = "pages.store"
-#: The file: this line, the CRC-32 of the rest, then the marshalled dict
-#: of gzipped bodies by ETag.  Bump the number when the layout changes.
-_MAGIC = b"pypiserver page store 2\n"
+#: The file: this line, the CRC-32 of the rest, then the marshalled
+#: (edition, pages).  Bump the number when the layout changes.
+_MAGIC = b"pypiserver page store 3\n"
 _CRC = struct.Struct("<I")
-#: zlib.crc32 releases the interpreter lock above 5 KB: see .compression
-#: for why a page's first request must not.
-_CRC_PIECE = 5 * 1024
+
+#: One page as kept: media type asked for, Content-Type, ETag, and the gzipped
+#: body or, for a page too small to compress, the body.
+_Kept = tuple[str, str, str, bytes | None, bytes | None]
+#: A project as kept: the digest of its page inputs, and its pages.
+_Project = tuple[bytes, tuple[_Kept, ...]]
 
 
 class StoredPages:
-    """The gzipped bodies of one saved store, by ETag.
+    """The pages of one saved store, by project.
 
     Read whole by the process that loads the catalogue, before it forks the
     workers, which inherit the bodies: a page taken from here is that very
     object, not a copy.  So a worker that has served every page holds as
-    much as when it compressed each one itself.
+    much as when it rendered each one itself.
     """
 
-    def __init__(self, bodies: dict[str, bytes]) -> None:
-        self._bodies = bodies
+    def __init__(self, projects: dict[str, _Project]) -> None:
+        self._projects = projects
 
     @classmethod
-    def open(cls, path: Path) -> StoredPages | None:
-        """The store saved at ``path``; None if there is none or it is not
-        one this version wrote whole."""
+    def open(cls, path: Path, wanted_edition: str) -> StoredPages | None:
+        """The store saved at ``path``; None if there is none, it is not one
+        this version wrote whole, or it is of another edition."""
         started = time.monotonic()
         try:
-            bodies = _read(path)
+            saved_edition, projects = _read(path)
         except FileNotFoundError:
             return None
         except (OSError, EOFError, ValueError, TypeError, struct.error) as exc:
             log.warning("ignoring the page store: %s", exc)
             return None
-        log.info("page store of %d pages read in %.2f s", len(bodies), time.monotonic() - started)
-        return cls(bodies)
+        if saved_edition != wanted_edition:
+            log.info("the page store was saved by other code or settings: not used")
+            return None
+        stored = cls(projects)
+        log.info("page store of %d pages read in %.2f s", len(stored), time.monotonic() - started)
+        return stored
 
     def __len__(self) -> int:
-        return len(self._bodies)
+        return sum(len(pages) for _, pages in self._projects.values())
 
-    def gzipped(self, etag: str, body: bytes) -> bytes | None:
-        """The stored gzip of ``body``, whose ETag is ``etag``; None if the
-        store has none."""
-        gzipped = self._bodies.get(etag)
-        if gzipped is None or not _trailer_matches(gzipped, body):
+    def page(self, name: str, media: str, inputs: bytes) -> Page | None:
+        """The stored page of project ``name`` in ``media``, if it was made
+        from the inputs whose digest is ``inputs``."""
+        project = self._projects.get(name)
+        if project is None or project[0] != inputs:
             return None
-        return gzipped
+        for kept in project[1]:
+            if kept[0] == media:
+                return Page.restored(*kept[1:])
+        return None
+
+
+def edition(hash_algo: str | None) -> str:
+    """What pages rendered now depend on beyond the catalogue: the hash
+    shown in links, and this very code (any change to a module of the
+    package, even unreleased, makes the store saved again)."""
+    return f"{hash_algo} {code_digest(Path(__file__).resolve().parents[1])}"
+
+
+@functools.cache
+def code_digest(package: Path) -> str:
+    """A digest of this version and of every module under ``package``."""
+    hasher = hashlib.blake2b(__version__.encode(), digest_size=16)
+    for source in sorted(package.rglob("*.py")):
+        hasher.update(source.relative_to(package).as_posix().encode() + b"\0")
+        hasher.update(source.read_bytes())
+    return hasher.hexdigest()
 
 
 def is_stale(path: Path, snapshot_mtime_ns: int) -> bool:
@@ -99,12 +128,16 @@ def is_stale(path: Path, snapshot_mtime_ns: int) -> bool:
         return True
 
 
-def save(path: Path, pages: Iterable[Page]) -> None:
-    """Replace the store at ``path`` with the gzipped bodies of ``pages``.
-    Atomic: a reader finds the old store or the new."""
+def save(path: Path, edition: str, projects: Iterable[tuple[str, bytes, dict[str, Page]]]) -> None:
+    """Replace the store at ``path`` with ``projects``: (name, digest of
+    its page inputs, its pages by the media type asked for).  Atomic: a
+    reader finds the old store or the new."""
     started = time.monotonic()
-    bodies = {page.etag: page.gzipped for page in pages if page.gzipped is not None}
-    payload = marshal.dumps(bodies)
+    kept: dict[str, _Project] = {
+        name: (inputs, tuple(_kept(media, page) for media, page in pages.items()))
+        for name, inputs, pages in projects
+    }
+    payload = marshal.dumps((edition, kept))
     fd, temp = tempfile.mkstemp(prefix=".pages-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -115,10 +148,17 @@ def save(path: Path, pages: Iterable[Page]) -> None:
     except BaseException:
         os.unlink(temp)
         raise
-    log.info("page store of %d pages saved in %.2f s", len(bodies), time.monotonic() - started)
+    log.info(
+        "page store of %d pages saved in %.2f s", len(StoredPages(kept)), time.monotonic() - started
+    )
 
 
-def _read(path: Path) -> dict[str, bytes]:
+def _kept(media: str, page: Page) -> _Kept:
+    gzipped = page.gzipped
+    return media, page.content_type, page.etag, gzipped, page.body if gzipped is None else None
+
+
+def _read(path: Path) -> tuple[str, dict[str, _Project]]:
     data = path.read_bytes()  # whole: marshal.load() reads piece by piece, ten times slower
     if not data.startswith(_MAGIC):
         raise ValueError("not a page store of this version")
@@ -126,16 +166,7 @@ def _read(path: Path) -> dict[str, bytes]:
     payload = memoryview(data)[len(_MAGIC) + _CRC.size :]
     if zlib.crc32(payload) != crc:
         raise ValueError("damaged (its CRC does not match)")
-    bodies = marshal.loads(payload)
-    if not isinstance(bodies, dict):
+    loaded = marshal.loads(payload)
+    if not (isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[1], dict)):
         raise TypeError("no pages in it")
-    return bodies
-
-
-def _trailer_matches(gzipped: bytes, body: bytes) -> bool:
-    """Whether the gzip trailer (CRC-32, then length mod 2**32, both
-    little-endian) describes ``body``."""
-    crc, view = 0, memoryview(body)
-    for start in range(0, len(view), _CRC_PIECE):
-        crc = zlib.crc32(view[start : start + _CRC_PIECE], crc)
-    return gzipped[-8:] == struct.pack("<II", crc, len(body) & 0xFFFFFFFF)
+    return loaded

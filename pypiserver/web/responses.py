@@ -7,14 +7,11 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Hashable
+from typing import Callable, Hashable
 
 import bottle
 
 from .compression import gunzip, gzip
-
-if TYPE_CHECKING:
-    from .pagestore import StoredPages
 
 #: Smaller bodies are sent as they are: gzip would save little or nothing.
 _COMPRESS_MIN = 512
@@ -38,7 +35,7 @@ class Page:
 
     __slots__ = ("content_type", "etag", "_body", "_gzipped")
 
-    def __init__(self, body: bytes, content_type: str, stored: StoredPages | None = None) -> None:
+    def __init__(self, body: bytes, content_type: str) -> None:
         self.content_type = content_type
         # A content hash, so every worker process gives the same page the
         # same ETag and a revalidation never depends on which one answers.
@@ -47,10 +44,19 @@ class Page:
         self.etag = f'"{_digest(content_type, body)}"'
         self._gzipped = None
         if len(body) >= _COMPRESS_MIN:
-            # Taken from the page store when an earlier start kept this body.
-            found = stored.gzipped(self.etag, body) if stored is not None else None
-            self._gzipped = found if found is not None else gzip(body)
+            self._gzipped = gzip(body)
         self._body = body if self._gzipped is None or len(body) >= _KEEP_BOTH_FROM else None
+
+    @classmethod
+    def restored(
+        cls, content_type: str, etag: str, gzipped: bytes | None, body: bytes | None
+    ) -> Page:
+        """A page as :mod:`.pagestore` kept it: gzipped, or (too small to be
+        worth it) not.  A large one is then decompressed for each client
+        that does not accept gzip, which installers all do."""
+        page = cls.__new__(cls)
+        page.content_type, page.etag, page._gzipped, page._body = content_type, etag, gzipped, body
+        return page
 
     @property
     def body(self) -> bytes:
@@ -94,9 +100,10 @@ class PageCache:
 
     def get(self, key: Hashable, revision: int, build: Callable[[], Page]) -> Page:
         page = self.cached(key, revision)
-        if page is not None:
-            return page
-        page = build()
+        return page if page is not None else self.put(key, revision, build())
+
+    def put(self, key: Hashable, revision: int, page: Page) -> Page:
+        """Keep ``page`` for ``key`` at ``revision``; returns it."""
         with self._lock:
             self._entries[key] = (revision, page)
             self._entries.move_to_end(key)

@@ -88,22 +88,46 @@ def project_page(
     page = None if revision is None else ctx.pages.cached(key, revision)
     if page is not None:
         return page  # the common case: nothing assembled, nothing rendered
+    if ctx.stored_pages is not None and prefix == render.PACKAGES_PREFIX:
+        page = _stored_page(ctx, ctx.stored_pages, key, name, media)
+        if page is not None:
+            return page  # the first request after a restart, for an unchanged project
     project = ctx.catalogue.project(name)
     if project is None:
         return None
     return ctx.pages.get(
-        key,
-        project.revision,
-        lambda: _page(media, project, ctx.config.hash_algo, prefix, ctx.stored_pages),
+        key, project.revision, lambda: _page(media, project, ctx.config.hash_algo, prefix)
     )
 
 
-def pages_to_store(catalogue: Catalogue, hash_algo: str | None) -> Iterator[Page]:
-    """Every project's page in the media installers and browsers ask for:
-    what the page store keeps (see :mod:`.pagestore`)."""
+def pages_to_store(
+    catalogue: Catalogue, hash_algo: str | None
+) -> Iterator[tuple[str, bytes, dict[str, Page]]]:
+    """Every project's name, the digest of its page inputs, and its pages
+    in the media installers and browsers ask for: what the page store keeps
+    (see :mod:`.pagestore`)."""
     for project in catalogue.projects():
-        for media in (negotiation.JSON_V1, negotiation.HTML):
-            yield _page(media, project, hash_algo)
+        inputs = catalogue.page_inputs(project.name)
+        if inputs is not None:
+            pages = {media: _page(media, project, hash_algo) for media in _STORED_MEDIA}
+            yield project.name, inputs[1], pages
+
+
+#: What the page store keeps of each project.
+_STORED_MEDIA = (negotiation.JSON_V1, negotiation.HTML)
+
+
+def _stored_page(
+    ctx: Context, stored: StoredPages, key: tuple, name: str, media: str
+) -> Page | None:
+    if media not in _STORED_MEDIA:
+        return None
+    inputs = ctx.catalogue.page_inputs(name)
+    if inputs is None:
+        return None
+    revision, digest = inputs
+    page = stored.page(name, media, digest)
+    return None if page is None else ctx.pages.put(key, revision, page)
 
 
 def _project_answer(ctx: "Context", name: str, prefix: str) -> bytes | bottle.HTTPResponse:
@@ -129,7 +153,6 @@ def _page(
     subject: Project | tuple[tuple[str, str], ...],
     hash_algo: str | None,
     prefix: str = render.PACKAGES_PREFIX,
-    stored: StoredPages | None = None,
 ) -> Page:
     is_list = not isinstance(subject, Project)
     if media == negotiation.JSON_V1:
@@ -138,14 +161,14 @@ def _page(
             if is_list
             else render.project_page_json(subject, hash_algo, prefix)
         )
-        return Page(body, media, stored)
+        return Page(body, media)
     body = (
         render.project_list_html(subject)
         if is_list
         else render.project_page_html(subject, hash_algo, prefix)
     )
     content_type = "text/html; charset=utf-8" if media == negotiation.HTML else media
-    return Page(body, content_type, stored)
+    return Page(body, content_type)
 
 
 def _unknown(ctx: "Context", name: str) -> bottle.HTTPResponse:
