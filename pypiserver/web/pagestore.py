@@ -49,11 +49,12 @@ FILENAME = "pages.store"
 _MAGIC = b"pypiserver page store 3\n"
 _CRC = struct.Struct("<I")
 
-#: One page as kept: media type asked for, Content-Type, ETag, and the gzipped
-#: body or, for a page too small to compress, the body.
-_Kept = tuple[str, str, str, bytes | None, bytes | None]
-#: A project as kept: the digest of its page inputs, and its pages.
-_Project = tuple[bytes, tuple[_Kept, ...]]
+#: A project as kept: the digest of its page inputs, then for each page the
+#: media type asked for, Content-Type, ETag, and the gzipped body or (for a
+#: page too small to compress) the body.  One flat tuple: with a tuple per
+#: page, reading the store took half as long again.
+_Project = tuple
+_PAGE_FIELDS = 5
 
 
 class StoredPages:
@@ -88,7 +89,7 @@ class StoredPages:
         return stored
 
     def __len__(self) -> int:
-        return sum(len(pages) for _, pages in self._projects.values())
+        return sum(len(kept) // _PAGE_FIELDS for kept in self._projects.values())
 
     def page(self, name: str, media: str, inputs: bytes) -> Page | None:
         """The stored page of project ``name`` in ``media``, if it was made
@@ -96,9 +97,9 @@ class StoredPages:
         project = self._projects.get(name)
         if project is None or project[0] != inputs:
             return None
-        for kept in project[1]:
-            if kept[0] == media:
-                return Page.restored(*kept[1:])
+        for at in range(1, len(project), _PAGE_FIELDS):
+            if project[at] == media:
+                return Page.restored(*project[at + 1 : at + _PAGE_FIELDS])
         return None
 
 
@@ -134,7 +135,7 @@ def save(path: Path, edition: str, projects: Iterable[tuple[str, bytes, dict[str
     reader finds the old store or the new."""
     started = time.monotonic()
     kept: dict[str, _Project] = {
-        name: (inputs, tuple(_kept(media, page) for media, page in pages.items()))
+        name: (inputs, *(field for media, page in pages.items() for field in _kept(media, page)))
         for name, inputs, pages in projects
     }
     payload = marshal.dumps((edition, kept))
@@ -153,7 +154,7 @@ def save(path: Path, edition: str, projects: Iterable[tuple[str, bytes, dict[str
     )
 
 
-def _kept(media: str, page: Page) -> _Kept:
+def _kept(media: str, page: Page) -> tuple[str, str, str, bytes | None, bytes | None]:
     gzipped = page.gzipped
     return media, page.content_type, page.etag, gzipped, page.body if gzipped is None else None
 
