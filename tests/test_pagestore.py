@@ -16,7 +16,7 @@ from dists import make_sdist, make_wheel
 from pypiserver import render
 from pypiserver.index import IndexedFile, Project
 from pypiserver.storage import StoredFile
-from pypiserver.web import pagestore
+from pypiserver.web import pagestore, simple
 from pypiserver.web.pagestore import StoredPages
 from pypiserver.web.responses import Page
 
@@ -275,3 +275,18 @@ def test_a_store_that_cannot_be_saved_costs_only_time(wsgi_app, index_root, tmp_
     assert app.app.config["pypiserver.context"].stored_pages is None
     (_, _, html), _ = _answers(app, "alpha")
     assert b"alpha-2.0.tar.gz" in html
+
+
+def test_a_project_changed_while_its_pages_are_stored_is_left_out(wsgi_app, index_root):
+    catalogue = wsgi_app(root=str(index_root)).app.config["pypiserver.context"].catalogue
+    assemble = catalogue.project
+
+    def yank_first(name):
+        if name == "beta":  # after its inputs were read, before its pages are rendered
+            catalogue.project = assemble  # yank() asks for the project too
+            catalogue.yank("beta", "1.0")
+        return assemble(name)
+
+    catalogue.project = yank_first
+    stored = [name for name, _, _ in simple.pages_to_store(catalogue, "sha256")]
+    assert "beta" not in stored and len(stored) == 9

@@ -106,11 +106,14 @@ def pages_to_store(
     """Every project's name, the digest of its page inputs, and its pages
     in the media installers and browsers ask for: what the page store keeps
     (see :mod:`.pagestore`)."""
-    for project in catalogue.projects():
-        inputs = catalogue.page_inputs(project.name)
-        if inputs is not None:
-            pages = {media: _page(media, project, hash_algo) for media in _STORED_MEDIA}
-            yield project.name, inputs[1], pages
+    for name, _ in catalogue.names():
+        inputs = catalogue.page_inputs(name)
+        project = catalogue.project(name)
+        # Both of one revision: a change applied between the two (another
+        # process's, from the journal) would pair these pages with the
+        # digest of other inputs.
+        if inputs is not None and project is not None and project.revision == inputs[0]:
+            yield name, inputs[1], {media: _page(media, project, hash_algo) for media in _STORED_MEDIA}
 
 
 #: What the page store keeps of each project.
