@@ -5,7 +5,11 @@ project page again on its first request: at 10,000 projects, nearly half the
 requests of a first pass over all pages, each costing ten times a cached one.
 This store keeps every project's HTML and PEP 691 JSON page, with its ETag
 and gzipped body, in one file of the state directory, so a page whose
-project is as it was when the store was saved is answered without rendering.
+project is as it was when the store was saved is answered without rendering:
+40-50 us in process, against 145-280 us rendered and gzipped.  Side by side
+at 10,000 projects (5 rounds after a warm start), the median first pass
+went from 10,600 to 18,600 req/s (HTML) and from 10,600 to 16,600 (JSON)
+against a store of gzipped bodies alone, which spared only the gzip.
 
 A project's pages are a function of its files (where each is, its size and
 modification time, which the catalogue trusts to identify what reading it
