@@ -351,7 +351,9 @@ class Catalogue:
         # scan is replayed by the first request, not lost.
         journal_offset = self.state.journal_size()
         # Over a large tree, scanned on another core while this one decodes
-        # the snapshot: a tenth of a second less at 60,000 files.
+        # the snapshot, then learns the files sent so far: at 60,000 files
+        # the load takes 0.8 s, against 1.1 s when the child sent them all
+        # at the end, and a few tenths more scanned here.
         large = self.state.snapshot_size() > _SCAN_AHEAD_SNAPSHOT
         scanned = ScanAhead(self.storage) if large else self.storage.scan()
         known = self.state.snapshot(self._kept_digests)

@@ -173,11 +173,12 @@ class DirectoryStorage:
 class ScanAhead:
     """``storage.scan()``, begun at once in a forked child process and read
     back when iterated: on a second core, the scan's tens of thousands of
-    stat() calls take place while this process does other work.
+    stat() calls take place while this process does other work, and the
+    files already scanned are given while the child scans the rest.
 
     The files are those ``storage.scan()`` gives, in its order.  Where
-    there is no fork(), or the child fails, they are scanned here when
-    iterated instead.
+    there is no fork(), they are scanned here when iterated instead; and if
+    the child fails, the files it did not send are scanned here.
     """
 
     def __init__(self, storage: Storage) -> None:
@@ -185,42 +186,87 @@ class ScanAhead:
         self._child = _start_scan(storage)
 
     def __iter__(self) -> Iterator[StoredFile]:
-        data = self._result()
-        if data is None:
+        child, self._child = self._child, None
+        if child is None:
             yield from self._storage.scan()
             return
         roots, new = self._storage.roots, tuple.__new__
-        view, start, end = memoryview(data), 0, len(data) - len(_SCAN_END)
-        # Frame by frame, not all at once: holding 60,000 rows would leave
-        # the heap fragmented for good (see _walk).
-        while start < end:
-            (length,) = _FRAME_LENGTH.unpack_from(view, start)
-            start += _FRAME_LENGTH.size
-            for root, relpath, size, mtime_ns in marshal.loads(view[start : start + length]):
+        sent: list[str] = []
+        # Frame by frame, as the child sends them: this process learns a
+        # frame's files while the child scans the next.  (Holding 60,000
+        # rows would also leave the heap fragmented for good: see _walk.)
+        for frame in child:
+            for root, relpath, size, mtime_ns in marshal.loads(frame):
+                sent.append(relpath)
                 yield new(StoredFile, (roots[root], relpath, size, mtime_ns))
-            start += length
-
-    def _result(self) -> bytes | None:
-        child, self._child = self._child, None
-        return None if child is None else _scan_result(*child)
+        if not child.complete:
+            log.warning("scanning in a child process failed; scanning the rest here")
+            done = set(sent)
+            yield from (s for s in self._storage.scan() if s.relpath not in done)
 
     def __del__(self) -> None:
         # Never iterated (an error came first): reap the child all the same.
-        self._result()
+        child, self._child = self._child, None
+        if child is not None:
+            child.abandon()
 
 
-#: What a scanning child writes last: a result without it is incomplete.
-_SCAN_END = b"\0end of scan\0"
-#: Each frame of rows is marshalled after its length.
+class _ChildScan:
+    """The frames of rows a scanning child sends through a pipe."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+        #: Whether the child sent the end of a complete scan and exited well.
+        self.complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        ended = False
+        try:
+            with os.fdopen(self.fd, "rb") as pipe:
+                while len(header := pipe.read(_FRAME_LENGTH.size)) == _FRAME_LENGTH.size:
+                    (length,) = _FRAME_LENGTH.unpack(header)
+                    if length == 0:
+                        ended = True
+                        break
+                    frame = pipe.read(length)
+                    if len(frame) != length:
+                        break  # the child stopped in the middle of a frame
+                    yield frame
+        finally:
+            self.complete = self._exited_well() and ended
+
+    def abandon(self) -> None:
+        os.close(self.fd)  # its next write fails, and it exits
+        self._exited_well()
+
+    def _exited_well(self) -> bool:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped by a SIGCHLD handler of the embedding program
+            return True  # the end of the frames tells
+        return status == 0
+
+
+#: Each frame of rows is marshalled after its length; a length of 0 ends a
+#: complete scan.
 _FRAME_LENGTH = struct.Struct("<I")
 _ROWS_PER_FRAME = 1000
+#: Room for the frames of about 15,000 files, which a child scanning 60,000
+#: sends before the parent, decoding the facts snapshot meanwhile, reads.
+_PIPE_SIZE = 1024 * 1024
 
 
-def _start_scan(storage: Storage) -> tuple[int, int] | None:
-    """(pid, read end of its pipe) of a child scanning ``storage``, or None."""
+def _start_scan(storage: Storage) -> _ChildScan | None:
+    """A child process scanning ``storage``; None where none can be had."""
     if not hasattr(os, "fork"):
         return None
     read, write = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except (ImportError, AttributeError, OSError):
+        pass  # not Linux, or a lower limit: the child waits for the reader more often
     try:
         pid = os.fork()
     except OSError:
@@ -231,38 +277,32 @@ def _start_scan(storage: Storage) -> tuple[int, int] | None:
         os.close(read)
         _scan_into(storage, write)  # never returns
     os.close(write)
-    return pid, read
+    return _ChildScan(pid, read)
 
 
 def _scan_into(storage: Storage, fd: int) -> None:
     status = 1
     try:
         index = {id(root): n for n, root in enumerate(storage.roots)}
-        # All of it first: writing as it goes would stop the scan each time
-        # the pipe is full, until the parent comes to read.
-        rows = [(index[id(s.root)], s.relpath, s.size, s.mtime_ns) for s in storage.scan()]
         with os.fdopen(fd, "wb") as out:
-            for start in range(0, len(rows), _ROWS_PER_FRAME):
-                frame = marshal.dumps(rows[start : start + _ROWS_PER_FRAME])
-                out.write(_FRAME_LENGTH.pack(len(frame)) + frame)
-            out.write(_SCAN_END)
+            rows = []
+            for s in storage.scan():
+                rows.append((index[id(s.root)], s.relpath, s.size, s.mtime_ns))
+                if len(rows) == _ROWS_PER_FRAME:
+                    _send(out, rows)
+            _send(out, rows)
+            out.write(_FRAME_LENGTH.pack(0))
         status = 0
     finally:
         os._exit(status)
 
 
-def _scan_result(pid: int, fd: int) -> bytes | None:
-    """What the child wrote, once it has finished; None if it failed."""
-    with os.fdopen(fd, "rb") as result:
-        data = result.read()
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:  # reaped by a SIGCHLD handler of the embedding program
-        status = 0  # the trailer tells
-    if status != 0 or not data.endswith(_SCAN_END):
-        log.warning("scanning in a child process failed (status %d); scanning here", status)
-        return None
-    return data
+def _send(out: BinaryIO, rows: list) -> None:
+    if rows:
+        frame = marshal.dumps(rows)
+        out.write(_FRAME_LENGTH.pack(len(frame)) + frame)
+        out.flush()
+        rows.clear()
 
 
 def _safe_parts(relpath: str) -> list[str]:

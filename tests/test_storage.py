@@ -47,13 +47,16 @@ def test_a_scan_ahead_lists_what_a_scan_here_lists(tree, fork):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_a_scan_ahead_whose_child_fails_scans_here(tree, monkeypatch, caplog):
+@pytest.mark.parametrize("failing_at", [5, storage._ROWS_PER_FRAME + 5], ids=["first-frame", "second-frame"])
+def test_a_scan_ahead_whose_child_fails_scans_here(tree, monkeypatch, caplog, failing_at):
+    # Failing in the second frame, after the first was sent and its files
+    # given: the rest are scanned here, and each file is given once.
     parent = os.getpid()
     scan = DirectoryStorage.scan
 
     def fails_in_a_child(self):
         for n, stored in enumerate(scan(self)):
-            if os.getpid() != parent and n == 5:
+            if os.getpid() != parent and n == failing_at:
                 raise OSError("the disk went away")
             yield stored
 
@@ -67,7 +70,18 @@ def test_a_scan_ahead_whose_child_fails_scans_here(tree, monkeypatch, caplog):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_scan_ahead_never_read_leaves_no_child_behind(tree):
     ahead = ScanAhead(tree)
-    pid = ahead._child[0]
+    pid = ahead._child.pid
     del ahead  # as when an error comes between the start and the reading
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_scan_ahead_left_half_read_leaves_no_child_behind(tree):
+    ahead = ScanAhead(tree)
+    pid = ahead._child.pid
+    files = iter(ahead)
+    next(files)
+    files.close()  # as when an error comes while the files are learnt
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
