@@ -253,6 +253,7 @@ _FRAME_LENGTH = struct.Struct("<I")
 _ROWS_PER_FRAME = 1000
 #: Room for the frames of about 15,000 files, which a child scanning 60,000
 #: sends before the parent, decoding the facts snapshot meanwhile, reads.
+#: Measured at 60,000 files on 2 cores, both 64 KB and 8 MB loaded slower.
 _PIPE_SIZE = 1024 * 1024
 
 
