@@ -134,7 +134,16 @@ def _serve_granian(config: Config, argv: list[str]) -> None:
         factory=True,
         log_enabled=config.verbosity > 0,
         backlog=2048,
+        # A worker still alive this long after the SIGTERM that stops the
+        # server is killed: one that got its own SIGTERM while starting,
+        # before granian's handlers were in place, would otherwise keep the
+        # server from stopping until docker or systemd kills it.
+        workers_kill_timeout=_WORKERS_KILL_TIMEOUT,
     ).serve()
+
+
+#: Seconds (granian wants an integer).
+_WORKERS_KILL_TIMEOUT = 3
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
