@@ -15,6 +15,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -846,6 +847,19 @@ def test_sigterm_stops_server_and_all_its_processes(
         )
         with pytest.raises(OSError):
             http_get(server.url + "/health", timeout=2.0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through Linux's /proc")
+def test_sigterm_stops_the_server_even_with_a_worker_that_cannot_act_on_it(server_factory, packages_dir):
+    # A worker that cannot stop by itself (here, stopped by SIGSTOP; in
+    # life, one that got SIGTERM while starting) is killed, so the server
+    # still stops within the grace a supervisor gives.
+    server = server_factory(cmd=_pypiserver_run(packages_dir))
+    workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    assert workers, server.log_text()
+    os.kill(int(workers[0]), signal.SIGSTOP)
+    stopped = server.stop()
+    assert stopped.graceful and not stopped.leftovers, server.log_text()
 
 
 # --- the command line --------------------------------------------------------------
