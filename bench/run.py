@@ -2,8 +2,10 @@
 
     python bench/run.py --projects 1000 --projects 10000
 
-For each N: generate the corpus; start ours (timed) and nginx side by side
-and measure them in turn, figure by figure: load with wrk (simple pages HTML
+For each N: generate the corpus; start ours (timed), granian serving the
+static index through a minimal application (the ceiling of the HTTP server
+ours runs on) and nginx side by side, and measure them in turn, figure by
+figure: load with wrk (simple pages HTML
 and JSON, the project list, downloads), resolve a 20-project graph with pip
 and uv, upload 50 files with twine (ours), read their memory; then the same
 for released pypiserver alone.  Prints a Markdown table per N and writes the
@@ -39,7 +41,7 @@ from bench import load, servers
 from bench.corpus import Corpus
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
-SERVER_ORDER = ("ours", "nginx", "upstream")
+SERVER_ORDER = ("ours", "granian", "nginx", "upstream")
 Figures = dict[str, Any]
 
 
@@ -68,6 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--skip-nginx", action="store_true", help="do not measure nginx"
+    )
+    parser.add_argument(
+        "--skip-granian",
+        action="store_true",
+        help="do not measure granian serving the static index (bench/static_app.py)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory"
@@ -415,6 +422,10 @@ def measure_ours(
     for name, other in figures.items():
         if name != "ours" and "start_seconds" in other:
             other["cold_start_seconds"] = other.pop("start_seconds")
+    # The static application's start and memory are those of reading the
+    # whole index into memory, not figures of the server.
+    for key in ("cold_start_seconds", "memory"):
+        figures.get("granian", {}).pop(key, None)
     return figures
 
 
@@ -429,6 +440,10 @@ def nginx_spec(corpus: Corpus, workdir: Path) -> servers.ServerSpec:
     root = workdir / "nginx"
     root.mkdir(exist_ok=True)
     return servers.nginx_spec(root, corpus.static, corpus.packages, servers.free_port())
+
+
+def static_app_spec(corpus: Corpus) -> servers.ServerSpec:
+    return servers.static_app_spec(corpus.static, corpus.packages, servers.free_port())
 
 
 def measure_upstream(
@@ -458,7 +473,9 @@ def bench_size(
     # measured starts (60,000 files are still being flushed half a minute on).
     os.sync()
     results: Figures = {"corpus_seconds": corpus.seconds, "files": corpus.size * 6}
-    beside = [] if args.skip_nginx or not tools.get("nginx") else [nginx_spec(corpus, workdir)]
+    beside = [] if args.skip_granian else [static_app_spec(corpus)]
+    if not args.skip_nginx and tools.get("nginx"):
+        beside.append(nginx_spec(corpus, workdir))
     measured = attempt(lambda: measure_ours(corpus, args, workdir, beside))
     if "error" in measured:  # ours did not start: nothing was measured beside it
         results["ours"] = measured
@@ -528,10 +545,10 @@ def ratio(a: float | None, b: float | None) -> str:
 def table(n: int, results: Figures) -> str:
     head = [
         "figure",
-        "ours",
-        "nginx",
-        "upstream",
+        *SERVER_ORDER,
         "ours/nginx",
+        "ours/granian",
+        "granian/nginx",
         "ours/upstream",
         "target",
     ]
@@ -541,15 +558,17 @@ def table(n: int, results: Figures) -> str:
     )
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, path, _, target in ROWS:
-        values = [dig(results.get(name), path) for name in SERVER_ORDER]
+        ours, bare, nginx, upstream = (dig(results.get(name), path) for name in SERVER_ORDER)
         lines.append(
             "| "
             + " | ".join(
                 [
                     label,
                     *(shown(results.get(name), path) for name in SERVER_ORDER),
-                    ratio(values[0], values[1]),
-                    ratio(values[0], values[2]),
+                    ratio(ours, nginx),
+                    ratio(ours, bare),
+                    ratio(bare, nginx),
+                    ratio(ours, upstream),
                     target,
                 ]
             )

@@ -30,12 +30,14 @@ __all__ = [
     "nginx_spec",
     "ours_spec",
     "start",
+    "static_app_spec",
     "stop",
     "tree_memory",
     "upstream_spec",
 ]
 
 HOST = "127.0.0.1"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 HEALTH = "/health"
 _POLL = 0.02
 
@@ -292,6 +294,18 @@ def nginx_spec(root: Path, static: Path, packages: Path, port: int) -> ServerSpe
     )
     argv = [_which("nginx") or "nginx", "-p", str(root), "-c", str(conf)]
     return ServerSpec("nginx", argv, port)
+
+
+def static_app_spec(static: Path, packages: Path, port: int) -> ServerSpec:
+    """granian serving the static index through a minimal WSGI application
+    (``bench/static_app.py``): what the HTTP server ours runs on can do."""
+    argv = [sys.executable, "-m", "bench.static_app", str(port)]
+    env = {
+        "BENCH_STATIC": str(static),
+        "BENCH_PACKAGES": str(packages),
+        "PYTHONPATH": str(_REPO_ROOT),
+    }
+    return ServerSpec("granian", argv, port, env)
 
 
 # -- tools --------------------------------------------------------------------

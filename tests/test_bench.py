@@ -1,8 +1,8 @@
 """The benchmark's corpus generator makes valid, self-contained distributions.
 
-Only the generator and the bytecode step are exercised here (N = 5, well
-under a second); the benchmark itself starts servers and load generators and
-is never run by tests.
+Only the generator, the bytecode step and the static application are
+exercised here (N = 5, well under a second); the benchmark itself starts
+servers and load generators and is never run by tests.
 """
 
 from __future__ import annotations
@@ -125,3 +125,43 @@ def test_the_package_timed_is_compiled_as_an_installation_is(tmp_path, monkeypat
     for module in modules:
         assert Path(importlib.util.cache_from_source(str(module))).is_file(), module
     assert bench_servers.compile_package("bench_no_such_package_here") is None
+
+
+
+def _get(app, path: str, **headers: str) -> tuple[str, dict[str, str], bytes]:
+    """Status, headers and body of one GET, exactly as the application sent
+    them (webtest would undo the gzip)."""
+    answer: list = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path}
+    environ.update({"HTTP_" + k.upper(): v for k, v in headers.items()})
+    body = b"".join(app(environ, lambda status, head: answer.extend([status, dict(head)])))
+    return answer[0], answer[1], body
+
+
+def test_the_static_app_serves_what_nginx_would(corpus):
+    from bench.static_app import JSON_MEDIA, StaticIndex
+
+    app = StaticIndex(corpus.static, corpus.packages)
+    simple = corpus.static / "simple"
+    top = corpus.top_project
+
+    status, headers, body = _get(app, f"/simple/{top}/")
+    assert status == "200 OK" and body == (simple / top / "index.html").read_bytes()
+    assert headers["Content-Type"] == "text/html" and "Content-Encoding" not in headers
+    assert headers["Content-Length"] == str(len(body))
+
+    _, headers, body = _get(app, "/simple/", accept_encoding="gzip")
+    assert headers["Content-Encoding"] == "gzip"
+    assert body == (simple / "index.html.gz").read_bytes()
+
+    _, headers, body = _get(app, f"/simple/{top}/", accept=f"{JSON_MEDIA}, text/html;q=0.1")
+    assert headers["Content-Type"] == JSON_MEDIA
+    assert json.loads(body)["name"] == top
+
+    wheel = next(corpus.packages.glob("*.whl"))
+    assert _get(app, f"/packages/{wheel.name}")[2] == wheel.read_bytes()
+    metadata = _get(app, f"/packages/{wheel.name}.metadata")[2]
+    assert metadata == (corpus.static / "metadata" / f"{wheel.name}.metadata").read_bytes()
+
+    for missing in ("/simple/no-such-project/", "/packages/no-such.whl", "/simple/../simple/"):
+        assert _get(app, missing)[0] == "404 Not Found"
