@@ -115,6 +115,14 @@ def _serve_granian(config: Config, argv: list[str]) -> None:
             super().signal_handler_interrupt(*args, **kwargs)
 
     os.environ[_ARGV_VARIABLE] = json.dumps(argv)
+    if sys.platform == "linux" and multiprocessing.get_start_method(allow_none=True) is None:
+        # Python 3.14 made forkserver Linux's default, which granian turns
+        # into spawn: each worker would load the catalogue again, on the
+        # same cores, and keep its own copy.  Forking is what earlier
+        # Pythons did and what this server is built for (the catalogue
+        # holds its lock across a fork: see index._hold_for_fork).  A start
+        # method already chosen by whoever runs the server is kept.
+        multiprocessing.set_start_method("fork")
     if multiprocessing.get_start_method() == "fork":  # as granian chooses
         # Built once, here, for the workers to inherit: not loaded by each
         # at once on the same cores.  This process then only watches the

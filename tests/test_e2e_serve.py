@@ -808,6 +808,78 @@ def test_gunicorn_workers_all_see_a_new_file(server_factory, packages_dir, tmp_p
     assert all(f">{late.name}</a>".encode() in body for body in bodies), bodies
 
 
+# --- how granian's workers are started ---------------------------------------------
+
+#: ``pypi-server`` with multiprocessing's start method settled first:
+#: ``default:NAME`` makes NAME the default without choosing it, as Python
+#: 3.14 does with forkserver on Linux; ``set:NAME`` chooses it, as a program
+#: that runs the server may (and as macOS's default, spawn, is).
+_WITH_START_METHOD = """\
+import multiprocessing.context as context, sys
+how, name = sys.argv.pop(1).split(":")
+if how == "default":
+    context._default_context._default_context = context._concrete_contexts[name]
+else:
+    context._default_context.set_start_method(name)
+from pypiserver.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _run_with_start_method(how: str, packages: Path) -> list[str]:
+    return [
+        sys.executable, "-c", _WITH_START_METHOD, how,
+        "run", "-i", "127.0.0.1", "-p", "{port}", "--workers", "2", "-a", ".", "-P", ".",
+        str(packages),
+    ]  # fmt: skip
+
+
+def _command_line(pid: int | str) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _children_command_lines(server: Server) -> list[bytes]:
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    return [_command_line(pid) for pid in children]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through Linux's /proc")
+def test_workers_are_forked_where_python_defaults_to_forkserver(server_factory, packages_dir):
+    # Python 3.14 made forkserver Linux's default, which granian turns into
+    # spawn.  The workers must still be forked from the process that loaded
+    # the catalogue, as under earlier Pythons, not each load it again.
+    wheel = make_wheel(packages_dir, "forked", "1.0")
+    server = server_factory(cmd=_run_with_start_method("default:forkserver", packages_dir))
+    assert _children_command_lines(server) == [_command_line(server.pid)] * 2, server.log_text()
+    assert lists(server, "forked", wheel.name)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through Linux's /proc")
+def test_spawned_workers_each_load_the_index_and_agree(server_factory, packages_dir, tmp_path):
+    # Where workers are spawned, each builds the application from the
+    # command line; a copied file and an upload must still reach them all.
+    server = server_factory(cmd=_run_with_start_method("set:spawn", packages_dir))
+    spawned = [line for line in _children_command_lines(server) if b"spawn_main" in line]
+    assert len(spawned) == 2, server.log_text()
+
+    copied = make_wheel(tmp_path, "copied-in", "1.0")
+    shutil.copy(copied, packages_dir)
+    assert wait_for(lambda: lists(server, "copied-in", copied.name), APPEAR_WITHIN) is not None
+    uploaded = make_wheel(tmp_path, "uploaded", "1.0")
+    done = run_client(
+        [
+            tool("twine"), "upload", "--repository-url", f"{server.url}/", "-u", "someone",
+            "-p", "secret", "--non-interactive", "--disable-progress-bar", str(uploaded),
+        ],
+        env=client_env(f"{server.url}/simple/", tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    # A new connection each, so that both workers answer some of them.
+    for _ in range(20):
+        assert lists(server, "copied-in", copied.name), server.log_text()
+        assert lists(server, "uploaded", uploaded.name), server.log_text()
+
+
 # --- stopping ----------------------------------------------------------------------
 
 
