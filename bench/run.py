@@ -5,10 +5,10 @@
 For each N: generate the corpus; start ours (timed), granian serving the
 static index through a minimal application (the ceiling of the HTTP server
 ours runs on) and nginx side by side, and measure them in turn, figure by
-figure: load with wrk (simple pages HTML
-and JSON, the project list, downloads), resolve a 20-project graph with pip
-and uv, upload 50 files with twine (ours), read their memory; then the same
-for released pypiserver alone.  Prints a Markdown table per N and writes the
+figure: load with wrk (simple pages HTML and JSON, the project list,
+downloads), resolve a 20-project graph with pip and uv, upload 50 files with
+twine (ours), read their memory; then the same for released pypiserver
+alone.  Prints a Markdown table per N and writes the
 raw figures as JSON (default ``bench/results/``, git-ignored).
 """
 
