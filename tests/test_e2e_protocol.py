@@ -219,7 +219,7 @@ def assert_metadata_only(paths: list[str], *, chosen_wheels_after: bool = False)
     """The resolution read index pages and PEP 658 files, never a distribution.
 
     With ``chosen_wheels_after``, the chosen wheels may be fetched once the
-    resolution is over (and only then), as pip before 23.3 does on --dry-run.
+    resolution is over (and only then), as pip before 25.3 does on --dry-run.
     """
     downloads = [p for p in paths if p.endswith((".whl", ".tar.gz", ".zip"))]
     if chosen_wheels_after:
@@ -250,8 +250,9 @@ def test_pip_dry_run_resolves_from_metadata_files(server_factory, proxy_for, gra
     report = pip_report(proxy.url, "e2e-app", home=tmp_path)
     chosen = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in report["install"]}
     assert chosen == EXPECTED_GRAPH
-    # pip 23.3 stopped fetching the chosen wheels after a --dry-run resolution.
-    old_pip = Version(importlib.metadata.version("pip")) < Version("23.3")
+    # pip 25.3 stopped fetching the chosen wheels after a --dry-run resolution
+    # (pypa/pip#12603); 23.3 to 25.2 fetch them as 23.2 does.
+    old_pip = Version(importlib.metadata.version("pip")) < Version("25.3")
     assert_metadata_only(proxy.paths(), chosen_wheels_after=old_pip)
 
 
