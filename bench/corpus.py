@@ -39,6 +39,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ("1.0.0", "1.1.0", "2.0.0")
 GRAPH_SIZE = 20
 UPLOAD_COUNT = 50
+#: Wheels copied into the served directory while a server runs, half into a
+#: directory that exists, half into one made at that moment.
+COPY_COUNT = 10
 REQUIRES_PYTHON = ">=3.8"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 # Projects per task handed to a worker: large enough that pickling is noise.
@@ -56,6 +59,8 @@ class Corpus:
     static: Path
     #: Fresh wheels for the upload measurement; not in ``packages``.
     uploads: tuple[Path, ...]
+    #: Fresh wheels for the copied-in measurement; not in ``packages``.
+    copies: tuple[Path, ...]
     projects: tuple[str, ...]
     #: One filename per project, for the download measurement.
     sample_files: tuple[str, ...]
@@ -259,18 +264,19 @@ def _build_all(n: int, packages: Path, static: Path, workers: int) -> list[str]:
         return [f for chunk in pool.map(_build_chunk, tasks) for f in chunk]
 
 
-def _build_uploads(directory: Path) -> tuple[Path, ...]:
+def _build_new_projects(directory: Path, prefix: str, count: int) -> tuple[Path, ...]:
+    """``count`` wheels of projects the corpus does not hold."""
     dists = _dists_module()
     directory.mkdir(parents=True, exist_ok=True)
     return tuple(
         dists.make_wheel(
             directory,
-            f"bench-upload-{k:02d}",
+            f"{prefix}-{k:02d}",
             "1.0.0",
             requires_python=REQUIRES_PYTHON,
-            summary="uploaded by the bench",
+            summary="new to the index, from the bench",
         )
-        for k in range(UPLOAD_COUNT)
+        for k in range(count)
     )
 
 
@@ -285,12 +291,12 @@ def generate(root: Path, n: int, *, workers: int | None = None) -> Corpus:
     names = tuple(project_name(i, n) for i in range(n))
     sample = _build_all(n, packages, static, workers or min(2, os.cpu_count() or 1))
     _write_root_pages(static / "simple", names)
-    uploads = _build_uploads(root / "uploads")
     return Corpus(
         root,
         packages,
         static,
-        uploads,
+        _build_new_projects(root / "uploads", "bench-upload", UPLOAD_COUNT),
+        _build_new_projects(root / "copies", "bench-copy", COPY_COUNT),
         names,
         tuple(sample),
         names[0],

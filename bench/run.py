@@ -7,9 +7,10 @@ static index through a minimal application (the ceiling of the HTTP server
 ours runs on) and nginx side by side, and measure them in turn, figure by
 figure: load with wrk (simple pages HTML and JSON, the project list,
 downloads), resolve a 20-project graph with pip and uv, upload 50 files with
-twine (ours), read their memory; then the same for released pypiserver
-alone.  Prints a Markdown table per N and writes the
-raw figures as JSON (default ``bench/results/``, git-ignored).
+twine and time 10 files copied into the directory until listed (ours), read
+their memory; then the same for released pypiserver alone.  Prints a
+Markdown table per N and writes the raw figures as JSON (default
+``bench/results/``, git-ignored).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ from bench.corpus import Corpus
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 SERVER_ORDER = ("ours", "granian", "nginx", "upstream")
 Figures = dict[str, Any]
+#: Where the copied-in measurement makes its new subdirectories.
+COPY_SUBDIRECTORY = "bench-copied"
+#: How long a copied file may take to be listed, and how often to look.
+COPY_WAIT = 10.0
+COPY_POLL = 0.01
 
 
 # -- arguments ----------------------------------------------------------------
@@ -320,19 +326,64 @@ def measure_uploads(url: str, corpus: Corpus, timeout: float) -> Figures:
     return {"seconds": seconds, "files": len(corpus.uploads), "last_listed": listed}
 
 
+def measure_copies(url: str, corpus: Corpus, within: float = COPY_WAIT) -> Figures:
+    """Seconds from a wheel copied into the served directory (as ``cp`` or
+    ``scp`` would) until its project page lists it: every other one into the
+    top level, the others each into a new two-level subdirectory."""
+    samples: dict[str, list[float]] = {"top_level": [], "new_subdirectory": []}
+    for k, wheel in enumerate(corpus.copies):
+        where = "new_subdirectory" if k % 2 else "top_level"
+        target = corpus.packages
+        if where == "new_subdirectory":
+            target = corpus.packages / COPY_SUBDIRECTORY / f"{k:02d}" / "dist"
+        began = time.perf_counter()
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wheel, target)
+        project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+        seconds = seconds_until_listed(url, f"/simple/{project}/", wheel.name, began, within)
+        samples[where].append(seconds)
+    return {
+        where: {
+            "median_seconds": statistics.median(values),
+            "max_seconds": max(values),
+            "samples": values,
+        }
+        for where, values in samples.items()
+    }
+
+
+def seconds_until_listed(
+    url: str, path: str, filename: str, began: float, within: float
+) -> float:
+    for _ in range(int(within / COPY_POLL) + 1):
+        status, body = page(url, path)
+        if status == 200 and f">{filename}<".encode() in body:
+            return time.perf_counter() - began
+        if time.perf_counter() - began > within:
+            break
+        time.sleep(COPY_POLL)
+    raise RuntimeError(f"{filename} not listed at {path} after {within:g} s")
+
+
 def page_status(url: str, path: str) -> int:
+    return page(url, path)[0]
+
+
+def page(url: str, path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
     try:
         conn.request("GET", path)
-        return conn.getresponse().status
+        response = conn.getresponse()
+        return response.status, response.read()
     finally:
         conn.close()
 
 
-def remove_uploads(corpus: Corpus) -> None:
-    # Each server gets the same 50 new projects; the next must not see them.
-    for path in corpus.uploads:
+def remove_new_files(corpus: Corpus) -> None:
+    # Each server gets the same new projects; the next must not see them.
+    for path in corpus.uploads + corpus.copies:
         (corpus.packages / path.name).unlink(missing_ok=True)
+    shutil.rmtree(corpus.packages / COPY_SUBDIRECTORY, ignore_errors=True)
 
 
 # -- one server ---------------------------------------------------------------
@@ -382,13 +433,17 @@ def serve_and_measure(
                 lambda: measure_uploads(first.url, corpus, timeout)
             )
             log(f"    {first.name} upload: {json.dumps(figures[first.name]['upload'])}")
+            figures[first.name]["copy"] = attempt(
+                lambda: measure_copies(first.url, corpus)
+            )
+            log(f"    {first.name} copy: {json.dumps(figures[first.name]['copy'])}")
         for name, server in started.items():
             figures[name]["memory"] = servers.tree_memory(server.process.pid)
             log(f"    {name} memory: {json.dumps(figures[name]['memory'])}")
     finally:
         for server in started.values():
             servers.stop(server)
-        remove_uploads(corpus)
+        remove_new_files(corpus)
     return figures
 
 
@@ -509,6 +564,8 @@ ROWS: list[tuple[str, tuple[str, ...], bool, str]] = [
     ("pip resolve s", ("pip", "seconds"), False, "<= 1.2x nginx"),
     ("uv compile s", ("uv", "seconds"), False, "<= 1.2x nginx"),
     ("50 uploads (twine) s", ("upload", "seconds"), False, "<= 2 s"),
+    ("copied in, listed after s", ("copy", "top_level", "max_seconds"), False, "<= 1 s"),
+    ("same, into a new dir s", ("copy", "new_subdirectory", "max_seconds"), False, "<= 1 s"),
     ("cold start s", ("cold_start_seconds",), False, ""),
     ("warm start s", ("warm_start_seconds",), False, "<= 1.5 s"),
     ("memory, whole tree MB", ("memory", "total_mb"), False, ""),

@@ -1,8 +1,8 @@
 """The benchmark's corpus generator makes valid, self-contained distributions.
 
-Only the generator, the bytecode step and the static application are
-exercised here (N = 5, well under a second); the benchmark itself starts
-servers and load generators and is never run by tests.
+Exercised here: the generator, the bytecode step, the static application
+(N = 5, well under a second) and the copied-in measurement against our real
+server.  The benchmark's loads and other peers are never run by tests.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench import corpus as bench_corpus
+from bench import run as bench_run
 from bench import servers as bench_servers
 
 N = 5
@@ -105,10 +106,13 @@ def test_static_pages_list_every_file_with_its_metadata_digest(corpus):
     )
 
 
-def test_upload_files_are_new_projects(corpus):
+def test_uploaded_and_copied_files_are_new_projects(corpus):
     uploaded = {parse_filename(p.name).project for p in corpus.uploads}
-    assert len(corpus.uploads) == bench_corpus.UPLOAD_COUNT
-    assert not uploaded & {normalize_name(n) for n in corpus.projects}
+    copied = {parse_filename(p.name).project for p in corpus.copies}
+    assert len(uploaded) == bench_corpus.UPLOAD_COUNT
+    assert len(copied) == bench_corpus.COPY_COUNT
+    assert not (uploaded | copied) & {normalize_name(n) for n in corpus.projects}
+    assert not uploaded & copied
 
 
 def test_the_package_timed_is_compiled_as_an_installation_is(tmp_path, monkeypatch):
@@ -165,3 +169,36 @@ def test_the_static_app_serves_what_nginx_would(corpus):
 
     for missing in ("/simple/no-such-project/", "/packages/no-such.whl", "/simple/../simple/"):
         assert _get(app, missing)[0] == "404 Not Found"
+
+
+def test_copied_files_are_timed_until_our_server_lists_them(tmp_path):
+    corpus = bench_corpus.generate(tmp_path / "corpus", 2, workers=1)
+    spec = bench_servers.ours_spec(corpus.packages, bench_servers.free_port())
+    server = bench_servers.start(spec, tmp_path, timeout=60)
+    try:
+        figures = bench_run.measure_copies(spec.url, corpus)
+        copied = sorted(p.relative_to(corpus.packages).parts[0] for p in corpus.packages.rglob("bench_copy*"))
+    finally:
+        bench_run.remove_new_files(corpus)
+        bench_servers.stop(server)
+    half = bench_corpus.COPY_COUNT // 2
+    assert copied == [bench_run.COPY_SUBDIRECTORY] * half + [p.name for p in corpus.copies[::2]]
+    for where in ("top_level", "new_subdirectory"):
+        samples = figures[where]["samples"]
+        assert len(samples) == half, figures
+        assert all(0 < s < bench_run.COPY_WAIT for s in samples), figures
+        assert figures[where]["max_seconds"] == max(samples)
+    assert not any(corpus.packages.rglob("bench_copy*"))
+    assert not (corpus.packages / bench_run.COPY_SUBDIRECTORY).exists()
+
+
+def test_a_copied_file_never_listed_is_an_error(tmp_path):
+    corpus = bench_corpus.generate(tmp_path / "corpus", 1, workers=1)
+    static = bench_servers.static_app_spec(corpus.static, corpus.packages, bench_servers.free_port())
+    server = bench_servers.start(static, tmp_path, timeout=60)
+    try:  # the static index never learns of new files
+        with pytest.raises(RuntimeError, match="not listed at /simple/bench-copy-00/ after 0.2 s"):
+            bench_run.measure_copies(static.url, corpus, within=0.2)
+    finally:
+        bench_run.remove_new_files(corpus)
+        bench_servers.stop(server)
