@@ -47,9 +47,12 @@ import pypiserver
 
 pytestmark = pytest.mark.e2e
 
-# The watcher promises that a dropped file is listed "at once"; one second is
-# the bound a user would notice.
-APPEAR_WITHIN = 1.0
+# README promises a copied file is listed within a second; how soon is the
+# benchmark's to measure (bench/run.py, "copied in, listed after"), not a
+# test's.  Nothing but the watcher lists a file no request uploaded, so these
+# tests wait long enough that a busy machine's pauses cannot fail them, and a
+# watcher that missed the change still does.
+APPEAR_WITHIN = 15.0
 _POLL_INTERVAL = 0.05
 
 
