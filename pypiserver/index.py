@@ -59,7 +59,8 @@ BASE_ALGORITHMS = ("sha256", "md5", "blake2b_256")
 _CHUNK = 1024 * 1024
 _PROGRESS_EVERY = 5000
 #: Up to this many paths seen changed by the watcher go to the journal one
-#: by one; more become one "rescan".
+#: by one; more become one "rescan", or one "tree" line per directory the
+#: watcher saw created, removed or moved.
 _SHARED_CHANGES_MAX = 1000
 #: The facts snapshot is saved again at start when it is stale for more than
 #: this part (1/n) of the files: changed, added or removed since.
@@ -463,19 +464,26 @@ class Catalogue:
             # find its changes applied, not still being applied.
             self._change_count = -1 if rescanned else count
 
-    def rescan(self) -> list[str]:
-        """Reconcile with the storage: learn new files, forget removed ones.
-        Returns the relpaths that changed."""
+    def rescan(self, under: str = "") -> list[str]:
+        """Reconcile with the storage: learn new files, forget removed ones;
+        only below the directory ``under`` when it is given, which costs
+        what that directory holds, not what the index does.  Returns the
+        relpaths that changed."""
         journal_offset = self.state.journal_size()  # as in _load()
-        found = {s.relpath: s for s in self.storage.scan()}
+        found = {s.relpath: s for s in self.storage.scan(under)}
         with self._write_lock:
-            vanished = (set(self._files) | set(self._signatures)) - set(found)
+            known = set(self._files) | set(self._signatures)
+            if under:
+                inside = under + "/"
+                known = {relpath for relpath in known if relpath.startswith(inside)}
+            vanished = known - set(found)
             changed = [s.relpath for s in found.values() if not self._is_current(s)]
             for relpath in itertools.chain(vanished, changed):
                 self.refresh(relpath)
-            self._journal_offset = journal_offset
-            self._change_count = -1  # as in _load()
-            self._load_yanks()
+            if not under:  # every line recorded before it began is applied
+                self._journal_offset = journal_offset
+                self._change_count = -1  # as in _load()
+                self._load_yanks()
         return sorted(vanished) + changed
 
     def refresh(self, relpath: str) -> bool:
@@ -493,24 +501,27 @@ class Catalogue:
             self._invalidate(touched)
             return bool(touched)
 
-    def notice(self, relpaths: Iterable[str] | None) -> None:
-        """Changes the file watcher saw on disk: ``relpaths``, or None to
-        look at everything.  They go into the journal, which tells every
-        worker process at once: workers forked from the process that watches
-        have no watcher of their own, and where each watches for itself,
-        they see a change at slightly different times, so a client sent to
-        another worker by its next request (pip downloading what a page
-        listed) would miss the file there."""
+    def notice(self, relpaths: Iterable[str] | None, directories: Iterable[str] = ()) -> None:
+        """Changes the file watcher saw on disk: the files ``relpaths`` and
+        everything below ``directories`` (created, removed or moved), or
+        everything when ``relpaths`` is None.  They go into the journal,
+        which tells every worker process at once: workers forked from the
+        process that watches have no watcher of their own, and where each
+        watches for itself, they see a change at slightly different times,
+        so a client sent to another worker by its next request (pip
+        downloading what a page listed) would miss the file there."""
         if relpaths is None:
-            changed = self.rescan()
+            lines = _journal_lines(self.rescan(), Change("rescan", "*"))
         else:
-            changed = [relpath for relpath in sorted(set(relpaths)) if self.refresh(relpath)]
-        if len(changed) > _SHARED_CHANGES_MAX:
-            # A whole tree copied in: one look at everything, not a request
-            # spent replaying thousands of paths.
-            self.state.record(Change("rescan", "*"))
-        elif changed:
-            self.state.record(*(Change("file", relpath) for relpath in changed))
+            trees = _outermost(directories)
+            files = [r for r in sorted(set(relpaths)) if not _below(r, trees)]
+            changed = [relpath for relpath in files if self.refresh(relpath)]
+            in_trees = [relpath for tree in trees for relpath in self.rescan(tree)]
+            lines = _journal_lines(changed, Change("rescan", "*")) + _journal_lines(
+                in_trees, *(Change("tree", tree) for tree in trees)
+            )
+        if lines:
+            self.state.record(*lines)
         # Then catch up with the journal (only now: replaying it first would
         # apply this very change unrecorded).  The process that forks the
         # workers serves no request that would, and a worker it forks later
@@ -563,6 +574,8 @@ class Catalogue:
         if any(c.kind == "rescan" for c in changes):
             self.rescan()
             return True
+        for tree in _outermost(c.subject for c in changes if c.kind == "tree"):
+            self.rescan(tree)
         paths = {c.subject for c in changes if c.kind == "file"}
         for relpath in paths:
             self.refresh(relpath)
@@ -795,6 +808,29 @@ def _collector_paused() -> Iterator[None]:
             gc.unfreeze()
         if enabled:
             gc.enable()
+
+
+def _journal_lines(changed: list[str], *instead: Change) -> tuple[Change, ...]:
+    """The journal lines that tell other processes of ``changed``: each
+    path, or when there are many (a whole tree copied in), the lines
+    ``instead``, which cost a worker one scan rather than a request spent
+    replaying thousands of paths."""
+    if len(changed) > _SHARED_CHANGES_MAX:
+        return instead
+    return tuple(Change("file", relpath) for relpath in changed)
+
+
+def _outermost(directories: Iterable[str]) -> list[str]:
+    """``directories`` without those inside another of them."""
+    kept: list[str] = []
+    for directory in sorted(set(directories)):  # a parent sorts before its children
+        if not _below(directory, kept):
+            kept.append(directory)
+    return kept
+
+
+def _below(relpath: str, directories: Iterable[str]) -> bool:
+    return any(relpath.startswith(directory + "/") for directory in directories)
 
 
 def _sort_by_version(relpaths: list[str], files: Mapping[str, _Entry]) -> None:

@@ -176,8 +176,9 @@ class Yank:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    #: "file" (a path was written or removed), "yank", or "rescan" (too
-    #: many files changed to name them: look at everything).
+    #: "file" (a path was written or removed), "yank", "tree" (too many
+    #: files changed below the directory ``subject`` to name them: look at
+    #: all of it), or "rescan" (the same for everything).
     kind: str
     subject: str
 

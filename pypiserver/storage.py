@@ -68,8 +68,9 @@ class StoredFile(NamedTuple):
 class Storage(Protocol):
     roots: tuple[Path, ...]
 
-    def scan(self) -> Iterator[StoredFile]:
-        """Every file named like a distribution or signature, first root first."""
+    def scan(self, under: str = "") -> Iterator[StoredFile]:
+        """Every file named like a distribution or signature, first root
+        first; only those below the directory ``under`` when it is given."""
 
     def stat(self, relpath: str) -> StoredFile | None:
         """The stored file at ``relpath`` in the first root holding it."""
@@ -104,13 +105,17 @@ class DirectoryStorage:
     def __init__(self, roots: tuple[Path, ...]) -> None:
         self.roots = tuple(Path(os.path.abspath(root)) for root in roots)
 
-    def scan(self) -> Iterator[StoredFile]:
+    def scan(self, under: str = "") -> Iterator[StoredFile]:
+        parts = under.split("/") if under else []
+        if any(part.startswith(".") or not part for part in parts):
+            return  # hidden, or not below the roots: nothing is served there
+        prefix = "".join(f"{part}/" for part in parts)
         if len(self.roots) == 1:
-            yield from _walk(self.roots[0], str(self.roots[0]), "")
+            yield from _walk(self.roots[0], os.path.join(self.roots[0], *parts), prefix)
             return
         seen: set[str] = set()
         for root in self.roots:
-            for stored in _walk(root, str(root), ""):
+            for stored in _walk(root, os.path.join(root, *parts), prefix):
                 # A file present in two roots is served from the first one.
                 if stored.relpath not in seen:
                     seen.add(stored.relpath)

@@ -19,6 +19,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    EventsLostEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -38,13 +39,15 @@ log = logging.getLogger(__name__)
 
 #: How long to wait for more events before acting on a burst.
 SETTLE_SECONDS = 0.05
+#: Queued when the system dropped events (its queue overflowed): only a look
+#: at everything finds what they said.
 _RESCAN = "\0rescan"
 #: What changes the catalogue.  Not opens and reads (every download is one:
 #: at thousands a second, their events alone would keep a core busy), nor a
 #: directory's "modified" (every file added is one, and each would rescan).
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent,
-    DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
+    DirCreatedEvent, DirDeletedEvent, DirMovedEvent, EventsLostEvent,
 ]  # fmt: skip
 
 
@@ -93,6 +96,9 @@ class Watcher(FileSystemEventHandler):
             event.is_directory and event.event_type == "modified"
         ):
             return  # filtered out already where the platform allows
+        if isinstance(event, EventsLostEvent):
+            self._queue.put(_RESCAN)
+            return
         paths = [event.src_path]
         if getattr(event, "dest_path", ""):
             paths.append(event.dest_path)
@@ -101,9 +107,10 @@ class Watcher(FileSystemEventHandler):
             if relpath is None:
                 continue
             if event.is_directory:
-                # Files may land in a new directory before its watch is added;
-                # a rescan finds them.
-                self._queue.put(_RESCAN)
+                # Queued as a directory (files never end with "/"): all of it
+                # is looked at, for files may land in a new directory before
+                # its watch is added, and a removed one's go unreported.
+                self._queue.put(relpath + "/")
             elif is_served_name(relpath.rpartition("/")[2]):
                 self._queue.put(relpath)
 
@@ -135,7 +142,9 @@ class Watcher(FileSystemEventHandler):
             self._apply(batch)
 
     def _apply(self, batch: set[str]) -> None:
+        files = {item for item in batch if not item.endswith("/")}
+        directories = {item[:-1] for item in batch if item.endswith("/")}
         try:
-            self.catalogue.notice(None if _RESCAN in batch else batch)
+            self.catalogue.notice(None if _RESCAN in batch else files, directories)
         except Exception:  # a bad file must not stop the watcher
             log.exception("could not apply file changes %s", sorted(batch))

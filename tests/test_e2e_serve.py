@@ -506,6 +506,33 @@ def test_removed_file_disappears(server_factory, packages_dir):
     assert "vanishing/" not in server.get("/simple/").text
 
 
+def test_a_directory_renamed_then_removed_is_followed_by_every_worker(server_factory, packages_dir):
+    team = packages_dir / "team" / "releases"
+    team.mkdir(parents=True)
+    wheel = make_wheel(team, "teamwork", "1.0")
+    make_wheel(packages_dir, "bystander", "1.0")
+    server = server_factory(["--workers", "2", "--disable-fallback", str(packages_dir)])
+    link = f'href="../../packages/team/releases/{wheel.name}#'
+    assert link in server.get("/simple/teamwork/").text
+
+    (packages_dir / "team").rename(packages_dir / "renamed")
+
+    moved = f'href="../../packages/renamed/releases/{wheel.name}#'
+    assert wait_for(lambda: moved in server.get("/simple/teamwork/").text, APPEAR_WITHIN) is not None
+    for _ in range(6):  # each worker, whichever answers
+        assert moved in server.get("/simple/teamwork/").text
+        assert server.get(f"/packages/renamed/releases/{wheel.name}").status == 200
+        assert server.get(f"/packages/team/releases/{wheel.name}").status == 404
+
+    shutil.rmtree(packages_dir / "renamed")
+
+    assert wait_for(lambda: server.get("/simple/teamwork/").status == 404, APPEAR_WITHIN) is not None
+    for _ in range(6):
+        assert server.get("/simple/teamwork/").status == 404
+        assert "teamwork/" not in server.get("/simple/").text
+    assert lists(server, "bystander", "bystander-1.0-py3-none-any.whl")
+
+
 def listed_digest(server: Server, project: str, filename: str) -> str | None:
     """The sha256 fragment of ``filename``'s link on the project page, if listed."""
     page = server.get(f"/simple/{project}/").text

@@ -241,3 +241,65 @@ def test_a_snapshot_describing_many_removed_files_is_saved_again(tmp_path):
     assert [p.name for p in restarted.projects()] == ["gone-0"]
     assert snapshot.read_bytes() != before
     assert list(restarted.state.snapshot()) == [str(wheels[0])]
+
+
+def test_a_new_directory_is_read_without_scanning_the_rest(tmp_path, monkeypatch):
+    root = tmp_path / "packages"
+    (root / "old").mkdir(parents=True)
+    make_wheel(root / "old", "untouched", "1.0")
+    watching, serving = (_worker(root, tmp_path / "state") for _ in range(2))
+    (root / "new" / "deep").mkdir(parents=True)
+    arrived = make_wheel(root / "new" / "deep", "arrived", "1.0")
+    scanned: list[str] = []
+    scan = DirectoryStorage.scan
+    monkeypatch.setattr(DirectoryStorage, "scan", lambda self, under="": scanned.append(under) or scan(self, under))
+    offset = watching.state.journal_size()
+
+    watching.notice([], ["new", "new/deep"])  # a directory and one inside it
+
+    assert scanned == ["new"]
+    assert [c.subject for c in watching.state.changes_since(offset)[0]] == ["new/deep/" + arrived.name]
+    assert serving.project("arrived").files[0].relpath == "new/deep/" + arrived.name
+    assert scanned == ["new"]  # the other worker replayed one path, scanning nothing
+
+    shutil.rmtree(root / "new")
+    watching.notice([], ["new"])
+    assert watching.project("arrived") is None and serving.project("arrived") is None
+    assert serving.project("untouched") is not None
+
+
+def test_a_directory_moved_within_the_index_is_listed_where_it_went(tmp_path):
+    root = tmp_path / "packages"
+    (root / "before").mkdir(parents=True)
+    moved = make_wheel(root / "before", "mover", "1.0")
+    signature = moved.with_name(moved.name + ".asc")
+    signature.write_text("signature")
+    watching, serving = (_worker(root, tmp_path / "state") for _ in range(2))
+
+    (root / "before").rename(root / "after")
+    watching.notice([], ["before", "after"])
+
+    for catalogue in (watching, serving):
+        (listed,) = catalogue.project("mover").files
+        assert listed.relpath == "after/" + moved.name
+        assert catalogue.signature("after/" + signature.name) is not None
+        assert catalogue.signature("before/" + signature.name) is None
+
+
+def test_many_files_below_a_directory_reach_the_others_as_that_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(index, "_SHARED_CHANGES_MAX", 2)
+    root = tmp_path / "packages"
+    root.mkdir()
+    watching, serving = (_worker(root, tmp_path / "state") for _ in range(2))
+    (root / "bulk").mkdir()
+    for n in range(3):
+        make_wheel(root / "bulk", f"bulk-{n}", "1.0")
+    loose = make_wheel(root, "loose", "1.0")
+    offset = watching.state.journal_size()
+
+    watching.notice([loose.name, "bulk/bulk-0-1.0-py3-none-any.whl"], ["bulk"])
+
+    recorded, _ = watching.state.changes_since(offset)
+    assert [(c.kind, c.subject) for c in recorded] == [("file", loose.name), ("tree", "bulk")]
+    assert all(serving.project(f"bulk-{n}") is not None for n in range(3))
+    assert serving.project("loose") is not None

@@ -85,3 +85,26 @@ def test_a_scan_ahead_left_half_read_leaves_no_child_behind(tree):
     files.close()  # as when an error comes while the files are learnt
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_scan_below_a_directory_lists_what_a_whole_scan_lists_there(tree):
+    first, second = tree.roots
+    (second / "team").mkdir()
+    for root in (first, second):
+        make_wheel(root / "team", "in-both", "1.0")  # served from the first
+    make_wheel(second / "team", "in-second", "1.0")
+    whole = [(s.root, s.relpath) for s in tree.scan() if s.relpath.startswith("team/")]
+
+    below = [(s.root, s.relpath) for s in tree.scan("team")]
+
+    assert sorted(below) == sorted(whole)
+    assert (first, "team/deep/nested-1.0-py3-none-any.whl") in below
+    assert (first, "team/in_both-1.0-py3-none-any.whl") in below
+    assert (second, "team/in_second-1.0-py3-none-any.whl") in below
+    assert len(below) == 3
+    assert [s.relpath for s in tree.scan("team/deep")] == ["team/deep/nested-1.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize("under", ["missing", "team/deep/nested-1.0-py3-none-any.whl", ".hidden", "team/../.hidden", "/"])
+def test_a_scan_below_what_is_no_served_directory_lists_nothing(tree, under):
+    assert list(tree.scan(under)) == []
