@@ -345,7 +345,7 @@ def test_copied_file_is_listed_at_once_and_installs(
 
 def test_a_whole_tree_moved_in_is_listed(server_factory, packages_dir, tmp_path):
     # More files than the change journal names one by one (the workers have
-    # no watchers of their own: they hear of it as one "rescan").
+    # no watchers of their own: they hear of it as one "tree" line).
     make_wheel(packages_dir, "already-here", "1.0")
     server = server_factory(["--workers", "2", str(packages_dir)])
     staging = tmp_path / "bulk"
