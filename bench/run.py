@@ -95,8 +95,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=3,
+        # Three resolutions' median moved pip's and uv's ratios by 0.15
+        # between runs where ten alternating runs found ours and the static
+        # application within 3 % of each other.
+        default=5,
         help="pip/uv resolutions per server, and warm starts of ours; the median is reported",
+    )
+    parser.add_argument(
+        "--flat-rounds",
+        type=int,
+        default=3,
+        metavar="K",
+        help="rounds of ours over the smallest and largest N side by side, "
+        "for flatness (default 3; 0 skips it)",
     )
     parser.add_argument(
         "--ours-options",
@@ -510,19 +521,23 @@ def measure_upstream(
     )["upstream"]
 
 
-def bench_size(
-    n: int,
-    args: argparse.Namespace,
-    workdir: Path,
-    upstream: Path | None,
-    tools: dict[str, bool],
-) -> Figures:
+def generate_corpus(n: int, workdir: Path) -> Corpus:
     log(f"N = {n}: generating corpus")
     corpus = corpus_mod.generate(workdir / "corpus", n)
     log(f"  {corpus.size} projects, {corpus.size * 6} files in {corpus.seconds:.1f} s")
     # Written back to disk now, not by the kernel while the first server
     # measured starts (60,000 files are still being flushed half a minute on).
     os.sync()
+    return corpus
+
+
+def bench_size(
+    corpus: Corpus,
+    args: argparse.Namespace,
+    workdir: Path,
+    upstream: Path | None,
+    tools: dict[str, bool],
+) -> Figures:
     results: Figures = {"corpus_seconds": corpus.seconds, "files": corpus.size * 6}
     beside = [] if args.skip_granian else [static_app_spec(corpus)]
     if not args.skip_nginx and tools.get("nginx"):
@@ -537,6 +552,63 @@ def bench_size(
             lambda: measure_upstream(corpus, args, workdir, upstream)
         )
     return results
+
+
+#: The loads measured for flatness: each with the figure of its first round
+#: (every worker's first request for each page) and of the later rounds, or
+#: with one figure for all rounds.
+FLAT_LOADS: dict[str, str | None] = {
+    "project_html": "project_html_again",
+    "project_json": "project_json_again",
+    "project_html_plain": None,
+    "download": None,
+}
+
+
+def measure_flatness(
+    corpora: dict[int, Corpus], args: argparse.Namespace, workdir: Path
+) -> dict[int, Figures]:
+    """req/s of ours over each corpus, both servers running at once and each
+    load put on one right after the other, ``args.flat_rounds`` times (the
+    order reversed every other round).  Measured minutes apart, as the
+    tables per N are, the same server's throughput moves by more than the
+    15 % the target allows; seconds apart, such moves fall on both sizes."""
+    options = shlex.split(args.ours_options)
+    running: dict[int, servers.RunningServer] = {}
+    try:
+        for n, corpus in corpora.items():
+            spec = servers.ours_spec(corpus.packages, servers.free_port(), options)
+            running[n] = servers.start(spec, corpus.root, timeout=300)
+        samples: dict[int, dict[str, list[float]]] = {n: {} for n in corpora}
+        for scenario in FLAT_LOADS:
+            for round_ in range(args.flat_rounds):
+                for n in list(corpora) if round_ % 2 == 0 else list(reversed(corpora)):
+                    spec = load_specs(corpora[n], args.duration)[scenario]
+                    figure = load.run_load(running[n].spec.url, spec, workdir)
+                    if figure.errors or figure.non_2xx:
+                        raise RuntimeError(
+                            f"N = {n} {scenario}: {figure.errors} socket errors, "
+                            f"{figure.non_2xx} non-2xx responses"
+                        )
+                    samples[n].setdefault(scenario, []).append(figure.rps)
+                    log(f"    N = {n} {scenario}, round {round_ + 1}: {figure.rps:.0f} req/s")
+    finally:
+        for server in running.values():
+            servers.stop(server)
+    return {n: _flat_figures(rounds) for n, rounds in samples.items()}
+
+
+def _flat_figures(rounds: dict[str, list[float]]) -> Figures:
+    figures: Figures = {}
+    for scenario, rps in rounds.items():
+        again = FLAT_LOADS[scenario]
+        if again is None:
+            figures[scenario] = {"rps": statistics.median(rps), "samples": rps}
+            continue
+        figures[scenario] = {"rps": rps[0], "samples": rps[:1]}
+        if len(rps) > 1:
+            figures[again] = {"rps": statistics.median(rps[1:]), "samples": rps[1:]}
+    return figures
 
 
 # -- report -------------------------------------------------------------------
@@ -650,12 +722,17 @@ def errors_of(results: Figures) -> list[str]:
     return ["", *notes] if notes else []
 
 
-def flatness_table(runs: dict[int, Figures]) -> str:
-    """Figures at the largest N over the smallest: 1.00 is perfectly flat."""
+def flatness_table(runs: dict[int, Figures], side_by_side: dict | None = None) -> str:
+    """Figures at the largest N over the smallest: 1.00 is perfectly flat.
+    ``side_by_side`` is what :func:`measure_flatness` measured, if it ran."""
     small, large = min(runs), max(runs)
+    # Keys of N are strings in a results file read back.
+    measured = side_by_side if side_by_side and "error" not in side_by_side else {}
+    flat = {int(n): figures for n, figures in measured.items()}
     head = [
         "figure",
         *(f"{name} N={large}/N={small}" for name in SERVER_ORDER),
+        "ours, side by side",
         "target",
     ]
     lines = [
@@ -669,10 +746,9 @@ def flatness_table(runs: dict[int, Figures]) -> str:
             ratio(dig(runs[large].get(s), path), dig(runs[small].get(s), path))
             for s in SERVER_ORDER
         ]
+        cells.append(ratio(dig(flat.get(large), path), dig(flat.get(small), path)))
         # The project list grows with N by design; pages and files must not.
-        target = (
-            "ours within 0.85-1.15" if path[1] == "rps" and path[0] != "index" else ""
-        )
+        target = "within 0.85-1.15" if path[1] == "rps" and path[0] != "index" else ""
         lines.append("| " + " | ".join([label, *cells, target]) + " |")
     return "\n".join(lines)
 
@@ -716,25 +792,38 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[Figures, str]:
         "args": vars(args) | {"out": str(args.out)},
         "runs": {},
     }
+    # The smallest and largest corpora are kept for the flatness measurement.
+    ends = {min(args.projects), max(args.projects)} if args.flat_rounds > 0 else set()
+    corpora: dict[int, Corpus] = {}
     for n in args.projects:
         size_dir = workdir / f"n{n}"
         size_dir.mkdir()
-        report["runs"][n] = bench_size(n, args, size_dir, upstream, tools)
-        if not args.keep:
-            shutil.rmtree(size_dir / "corpus", ignore_errors=True)
-    return report, tables_of(report["runs"])
+        corpus = generate_corpus(n, size_dir)
+        report["runs"][n] = bench_size(corpus, args, size_dir, upstream, tools)
+        corpora[n] = corpus
+    if len(ends) > 1:
+        log(f"flatness: ours over N = {' and N = '.join(map(str, sorted(ends)))} side by side")
+        report["flatness"] = attempt(
+            lambda: measure_flatness({n: corpora[n] for n in sorted(ends)}, args, workdir)
+        )
+    if not args.keep:
+        for corpus in corpora.values():
+            shutil.rmtree(corpus.root, ignore_errors=True)
+    return report, tables_of(report)
 
 
-def tables_of(runs: dict[int, Figures]) -> str:
+def tables_of(report: Figures) -> str:
+    runs = {int(n): figures for n, figures in report["runs"].items()}
     tables = [table(n, figures) for n, figures in runs.items()]
     if len(runs) > 1:
-        tables.append(flatness_table(runs))
+        tables.append(flatness_table(runs, report.get("flatness")))
+        if "error" in report.get("flatness", {}):
+            tables.append(f"- flatness side by side failed: {report['flatness']['error']}")
     return "\n\n".join(tables)
 
 
 def reprint(path: Path) -> int:
-    report = json.loads(path.read_text())
-    print(tables_of({int(n): figures for n, figures in report["runs"].items()}))
+    print(tables_of(json.loads(path.read_text())))
     return 0
 
 

@@ -202,3 +202,30 @@ def test_a_copied_file_never_listed_is_an_error(tmp_path):
     finally:
         bench_run.remove_new_files(corpus)
         bench_servers.stop(server)
+
+
+def test_flatness_splits_the_first_round_from_the_later_ones():
+    figures = bench_run._flat_figures(
+        {"project_html": [100.0, 300.0, 200.0, 250.0], "download": [50.0, 70.0, 60.0]}
+    )
+    assert figures["project_html"] == {"rps": 100.0, "samples": [100.0]}
+    assert figures["project_html_again"] == {"rps": 250.0, "samples": [300.0, 200.0, 250.0]}
+    assert figures["download"] == {"rps": 60.0, "samples": [50.0, 70.0, 60.0]}
+
+
+def _flat_row(table: str, label: str) -> list[str]:
+    (line,) = [row for row in table.splitlines() if row.startswith(f"| {label} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_the_flatness_table_shows_the_side_by_side_ratio_from_a_results_file():
+    runs = {n: {"ours": {"download": {"rps": rps, "p99_ms": 1.0}}} for n, rps in ((10, 100.0), (20, 50.0))}
+    # As read back from JSON: sizes are strings.
+    side_by_side = {"10": {"download": {"rps": 80.0}}, "20": {"download": {"rps": 72.0}}}
+
+    table = bench_run.flatness_table(runs, side_by_side)
+
+    row = _flat_row(table, "download req/s")
+    assert row[1] == "0.50" and row[-2] == "0.90" and row[-1] == "within 0.85-1.15"
+    failed = bench_run.flatness_table(runs, {"error": "RuntimeError: no"})
+    assert _flat_row(failed, "download req/s")[-2] == "n/a"
