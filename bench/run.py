@@ -554,61 +554,78 @@ def bench_size(
     return results
 
 
-#: The loads measured for flatness: each with the figure of its first round
-#: (every worker's first request for each page) and of the later rounds, or
-#: with one figure for all rounds.
-FLAT_LOADS: dict[str, str | None] = {
-    "project_html": "project_html_again",
-    "project_json": "project_json_again",
-    "project_html_plain": None,
-    "download": None,
-}
+#: The loads measured for flatness, in the order of the tables per N: the
+#: first of HTML and of JSON is every worker's first request for each page.
+FLAT_LOADS = (
+    "project_html",
+    "project_html_again",
+    "project_json",
+    "project_json_again",
+    "project_html_plain",
+    "download",
+)
 
 
 def measure_flatness(
     corpora: dict[int, Corpus], args: argparse.Namespace, workdir: Path
 ) -> dict[int, Figures]:
     """req/s of ours over each corpus, both servers running at once and each
-    load put on one right after the other, ``args.flat_rounds`` times (the
-    order reversed every other round).  Measured minutes apart, as the
-    tables per N are, the same server's throughput moves by more than the
-    15 % the target allows; seconds apart, such moves fall on both sizes."""
-    options = shlex.split(args.ours_options)
+    load put on one right after the other; ``args.flat_rounds`` rounds, each
+    from a new warm start of both (so each has first passes too), the order
+    reversed every other round; the median of the rounds.  Measured minutes
+    apart, as the tables per N are, the same server's throughput moves by
+    more than the 15 % the target allows; seconds apart, such moves fall on
+    both sizes, and the median leaves out a round that one of them took."""
+    samples: dict[int, dict[str, list[float]]] = {n: {} for n in corpora}
+    for round_ in range(args.flat_rounds):
+        order = list(corpora) if round_ % 2 == 0 else list(reversed(corpora))
+        running = _start_ours(corpora, args)
+        try:
+            for scenario in FLAT_LOADS:
+                for n in order:
+                    rps = _flat_load(running[n], corpora[n], scenario, args, workdir)
+                    samples[n].setdefault(scenario, []).append(rps)
+                    log(f"    N = {n} {scenario}, round {round_ + 1}: {rps:.0f} req/s")
+        finally:
+            for server in running.values():
+                servers.stop(server)
+    return {
+        n: {s: {"rps": statistics.median(rps), "samples": rps} for s, rps in rounds.items()}
+        for n, rounds in samples.items()
+    }
+
+
+def _start_ours(
+    corpora: dict[int, Corpus], args: argparse.Namespace
+) -> dict[int, servers.RunningServer]:
     running: dict[int, servers.RunningServer] = {}
     try:
         for n, corpus in corpora.items():
-            spec = servers.ours_spec(corpus.packages, servers.free_port(), options)
+            spec = servers.ours_spec(
+                corpus.packages, servers.free_port(), shlex.split(args.ours_options)
+            )
             running[n] = servers.start(spec, corpus.root, timeout=300)
-        samples: dict[int, dict[str, list[float]]] = {n: {} for n in corpora}
-        for scenario in FLAT_LOADS:
-            for round_ in range(args.flat_rounds):
-                for n in list(corpora) if round_ % 2 == 0 else list(reversed(corpora)):
-                    spec = load_specs(corpora[n], args.duration)[scenario]
-                    figure = load.run_load(running[n].spec.url, spec, workdir)
-                    if figure.errors or figure.non_2xx:
-                        raise RuntimeError(
-                            f"N = {n} {scenario}: {figure.errors} socket errors, "
-                            f"{figure.non_2xx} non-2xx responses"
-                        )
-                    samples[n].setdefault(scenario, []).append(figure.rps)
-                    log(f"    N = {n} {scenario}, round {round_ + 1}: {figure.rps:.0f} req/s")
-    finally:
+    except BaseException:
         for server in running.values():
             servers.stop(server)
-    return {n: _flat_figures(rounds) for n, rounds in samples.items()}
+        raise
+    return running
 
 
-def _flat_figures(rounds: dict[str, list[float]]) -> Figures:
-    figures: Figures = {}
-    for scenario, rps in rounds.items():
-        again = FLAT_LOADS[scenario]
-        if again is None:
-            figures[scenario] = {"rps": statistics.median(rps), "samples": rps}
-            continue
-        figures[scenario] = {"rps": rps[0], "samples": rps[:1]}
-        if len(rps) > 1:
-            figures[again] = {"rps": statistics.median(rps[1:]), "samples": rps[1:]}
-    return figures
+def _flat_load(
+    server: servers.RunningServer,
+    corpus: Corpus,
+    scenario: str,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> float:
+    figure = load.run_load(server.spec.url, load_specs(corpus, args.duration)[scenario], workdir)
+    if figure.errors or figure.non_2xx:
+        raise RuntimeError(
+            f"N = {corpus.size} {scenario}: {figure.errors} socket errors, "
+            f"{figure.non_2xx} non-2xx responses"
+        )
+    return figure.rps
 
 
 # -- report -------------------------------------------------------------------

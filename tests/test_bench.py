@@ -7,6 +7,7 @@ server.  The benchmark's loads and other peers are never run by tests.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -204,15 +205,6 @@ def test_a_copied_file_never_listed_is_an_error(tmp_path):
         bench_servers.stop(server)
 
 
-def test_flatness_splits_the_first_round_from_the_later_ones():
-    figures = bench_run._flat_figures(
-        {"project_html": [100.0, 300.0, 200.0, 250.0], "download": [50.0, 70.0, 60.0]}
-    )
-    assert figures["project_html"] == {"rps": 100.0, "samples": [100.0]}
-    assert figures["project_html_again"] == {"rps": 250.0, "samples": [300.0, 200.0, 250.0]}
-    assert figures["download"] == {"rps": 60.0, "samples": [50.0, 70.0, 60.0]}
-
-
 def _flat_row(table: str, label: str) -> list[str]:
     (line,) = [row for row in table.splitlines() if row.startswith(f"| {label} |")]
     return [cell.strip() for cell in line.strip("|").split("|")]
@@ -229,3 +221,21 @@ def test_the_flatness_table_shows_the_side_by_side_ratio_from_a_results_file():
     assert row[1] == "0.50" and row[-2] == "0.90" and row[-1] == "within 0.85-1.15"
     failed = bench_run.flatness_table(runs, {"error": "RuntimeError: no"})
     assert _flat_row(failed, "download req/s")[-2] == "n/a"
+
+
+def test_flatness_measures_ours_over_both_corpora_and_stops_them(tmp_path, monkeypatch):
+    corpora = {n: bench_corpus.generate(tmp_path / f"n{n}", n, workers=1) for n in (1, 3)}
+    args = bench_run.parse_args(["--duration", "0.2", "--flat-rounds", "1"])
+    started = []
+    monkeypatch.setattr(bench_servers, "start", lambda *a, start=bench_servers.start, **k: started.append(start(*a, **k)) or started[-1])
+    specs = bench_run.load_specs  # without the second of warm-up before each load
+    monkeypatch.setattr(bench_run, "load_specs", lambda *a: {k: dataclasses.replace(v, warmup=0) for k, v in specs(*a).items()})
+
+    figures = bench_run.measure_flatness(corpora, args, tmp_path)
+
+    assert set(figures) == {1, 3}
+    for n in (1, 3):
+        assert set(figures[n]) == set(bench_run.FLAT_LOADS)
+        assert all(f["rps"] > 0 and len(f["samples"]) == 1 for f in figures[n].values())
+    assert len({s.spec.port for s in started}) == 2  # both at once
+    assert all(s.process.poll() is not None for s in started)
