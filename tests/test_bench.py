@@ -1,8 +1,9 @@
 """The benchmark's corpus generator makes valid, self-contained distributions.
 
 Exercised here: the generator, the bytecode step, the static application
-(N = 5, well under a second) and the copied-in measurement against our real
-server.  The benchmark's loads and other peers are never run by tests.
+(N = 5, well under a second), and against our real server the copied-in
+and flatness measurements.  nginx, released pypiserver and a whole run of
+the benchmark are never started by tests.
 """
 
 from __future__ import annotations
