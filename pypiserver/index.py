@@ -469,18 +469,16 @@ class Catalogue:
         only below the directory ``under`` when it is given, which costs
         what that directory holds, not what the index does.  Returns the
         relpaths that changed."""
-        journal_offset = self.state.journal_size()  # as in _load()
+        journal_offset = None if under else self.state.journal_size()  # as in _load()
         found = {s.relpath: s for s in self.storage.scan(under)}
+        inside = f"{under}/" if under else ""
         with self._write_lock:
-            known = set(self._files) | set(self._signatures)
-            if under:
-                inside = under + "/"
-                known = {relpath for relpath in known if relpath.startswith(inside)}
-            vanished = known - set(found)
+            known = itertools.chain(self._files, self._signatures)
+            vanished = {relpath for relpath in known if relpath.startswith(inside)} - set(found)
             changed = [s.relpath for s in found.values() if not self._is_current(s)]
             for relpath in itertools.chain(vanished, changed):
                 self.refresh(relpath)
-            if not under:  # every line recorded before it began is applied
+            if journal_offset is not None:  # every line recorded before it began is applied
                 self._journal_offset = journal_offset
                 self._change_count = -1  # as in _load()
                 self._load_yanks()
