@@ -104,10 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--flat-rounds",
         type=int,
-        default=3,
+        # Rounds of one load moved by up to a third in the thirty-fifth run.
+        default=5,
         metavar="K",
-        help="rounds of ours over the smallest and largest N side by side, "
-        "for flatness (default 3; 0 skips it)",
+        help="rounds of ours and the static application over the smallest and "
+        "largest N side by side, for flatness (default 5; 0 skips it)",
     )
     parser.add_argument(
         "--ours-options",
@@ -568,43 +569,64 @@ FLAT_LOADS = (
 
 def measure_flatness(
     corpora: dict[int, Corpus], args: argparse.Namespace, workdir: Path
-) -> dict[int, Figures]:
-    """req/s of ours over each corpus, both servers running at once and each
-    load put on one right after the other; ``args.flat_rounds`` rounds, each
-    from a new warm start of both (so each has first passes too), the order
+) -> dict[str, dict[int, Figures]]:
+    """req/s over each corpus of ours and (unless ``--skip-granian``) of the
+    static application, all four servers running at once and each load put
+    on one size right after the other; ``args.flat_rounds`` rounds, each
+    from a new warm start of all (so each has first passes too), the order
     reversed every other round; the median of the rounds.  Measured minutes
     apart, as the tables per N are, the same server's throughput moves by
     more than the 15 % the target allows; seconds apart, such moves fall on
-    both sizes, and the median leaves out a round that one of them took."""
-    samples: dict[int, dict[str, list[float]]] = {n: {} for n in corpora}
+    both sizes, and the median leaves out a round that one of them took.
+    The static application, whose work per request does not depend on N,
+    shows what the rest of the machine (granian, the kernel, wrk and the
+    processor's caches) makes of the larger index."""
+    kinds = FLAT_SERVERS[:1] if args.skip_granian else FLAT_SERVERS
+    samples: dict[str, dict[int, dict[str, list[float]]]] = {
+        kind: {n: {} for n in corpora} for kind in kinds
+    }
     for round_ in range(args.flat_rounds):
         order = list(corpora) if round_ % 2 == 0 else list(reversed(corpora))
-        running = _start_ours(corpora, args)
+        running = _start_side_by_side(corpora, kinds, args)
         try:
             for scenario in FLAT_LOADS:
-                for n in order:
-                    rps = _flat_load(running[n], corpora[n], scenario, args, workdir)
-                    samples[n].setdefault(scenario, []).append(rps)
-                    log(f"    N = {n} {scenario}, round {round_ + 1}: {rps:.0f} req/s")
+                for kind in kinds:
+                    for n in order:
+                        rps = _flat_load(running[kind, n], corpora[n], scenario, args, workdir)
+                        samples[kind][n].setdefault(scenario, []).append(rps)
+                        log(f"    {kind}, N = {n} {scenario}, round {round_ + 1}: {rps:.0f} req/s")
         finally:
             for server in running.values():
                 servers.stop(server)
     return {
-        n: {s: {"rps": statistics.median(rps), "samples": rps} for s, rps in rounds.items()}
-        for n, rounds in samples.items()
+        kind: {
+            n: {s: {"rps": statistics.median(rps), "samples": rps} for s, rps in rounds.items()}
+            for n, rounds in sizes.items()
+        }
+        for kind, sizes in samples.items()
     }
 
 
-def _start_ours(
-    corpora: dict[int, Corpus], args: argparse.Namespace
-) -> dict[int, servers.RunningServer]:
-    running: dict[int, servers.RunningServer] = {}
+#: Measured side by side for flatness: ours, and the static application
+#: under the same HTTP server.
+FLAT_SERVERS = ("ours", "granian")
+
+
+def _start_side_by_side(
+    corpora: dict[int, Corpus], kinds: tuple[str, ...], args: argparse.Namespace
+) -> dict[tuple[str, int], servers.RunningServer]:
+    running: dict[tuple[str, int], servers.RunningServer] = {}
     try:
-        for n, corpus in corpora.items():
-            spec = servers.ours_spec(
-                corpus.packages, servers.free_port(), shlex.split(args.ours_options)
-            )
-            running[n] = servers.start(spec, corpus.root, timeout=300)
+        for kind in kinds:
+            for n, corpus in corpora.items():
+                spec = (
+                    servers.ours_spec(
+                        corpus.packages, servers.free_port(), shlex.split(args.ours_options)
+                    )
+                    if kind == "ours"
+                    else static_app_spec(corpus)
+                )
+                running[kind, n] = servers.start(spec, corpus.root, timeout=300)
     except BaseException:
         for server in running.values():
             servers.stop(server)
@@ -743,13 +765,18 @@ def flatness_table(runs: dict[int, Figures], side_by_side: dict | None = None) -
     """Figures at the largest N over the smallest: 1.00 is perfectly flat.
     ``side_by_side`` is what :func:`measure_flatness` measured, if it ran."""
     small, large = min(runs), max(runs)
-    # Keys of N are strings in a results file read back.
     measured = side_by_side if side_by_side and "error" not in side_by_side else {}
-    flat = {int(n): figures for n, figures in measured.items()}
+    if measured and "ours" not in measured:
+        measured = {"ours": measured}  # a results file from before the static column
+    # Keys of N are strings in a results file read back.
+    flat = {
+        kind: {int(n): figures for n, figures in sizes.items()}
+        for kind, sizes in measured.items()
+    }
     head = [
         "figure",
         *(f"{name} N={large}/N={small}" for name in SERVER_ORDER),
-        "ours, side by side",
+        *(f"{SIDE_BY_SIDE_LABELS[kind]}, side by side" for kind in FLAT_SERVERS),
         "target",
     ]
     lines = [
@@ -763,11 +790,17 @@ def flatness_table(runs: dict[int, Figures], side_by_side: dict | None = None) -
             ratio(dig(runs[large].get(s), path), dig(runs[small].get(s), path))
             for s in SERVER_ORDER
         ]
-        cells.append(ratio(dig(flat.get(large), path), dig(flat.get(small), path)))
+        for kind in FLAT_SERVERS:
+            sizes = flat.get(kind, {})
+            cells.append(ratio(dig(sizes.get(large), path), dig(sizes.get(small), path)))
         # The project list grows with N by design; pages and files must not.
         target = "within 0.85-1.15" if path[1] == "rps" and path[0] != "index" else ""
         lines.append("| " + " | ".join([label, *cells, target]) + " |")
     return "\n".join(lines)
+
+
+#: The side-by-side columns' headings.
+SIDE_BY_SIDE_LABELS = {"ours": "ours", "granian": "granian static"}
 
 
 def machine() -> Figures:
@@ -819,7 +852,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[Figures, str]:
         report["runs"][n] = bench_size(corpus, args, size_dir, upstream, tools)
         corpora[n] = corpus
     if len(ends) > 1:
-        log(f"flatness: ours over N = {' and N = '.join(map(str, sorted(ends)))} side by side")
+        log(f"flatness: N = {' and N = '.join(map(str, sorted(ends)))} side by side")
         report["flatness"] = attempt(
             lambda: measure_flatness({n: corpora[n] for n in sorted(ends)}, args, workdir)
         )

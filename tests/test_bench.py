@@ -1,8 +1,8 @@
 """The benchmark's corpus generator makes valid, self-contained distributions.
 
 Exercised here: the generator, the bytecode step, the static application
-(N = 5, well under a second), and against our real server the copied-in
-and flatness measurements.  nginx, released pypiserver and a whole run of
+(N = 5, well under a second), the copied-in measurement against our real
+server, and the flatness measurement against it and the static application.  nginx, released pypiserver and a whole run of
 the benchmark are never started by tests.
 """
 
@@ -211,20 +211,27 @@ def _flat_row(table: str, label: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_the_flatness_table_shows_the_side_by_side_ratio_from_a_results_file():
+def test_the_flatness_table_shows_the_side_by_side_ratios_from_a_results_file():
     runs = {n: {"ours": {"download": {"rps": rps, "p99_ms": 1.0}}} for n, rps in ((10, 100.0), (20, 50.0))}
     # As read back from JSON: sizes are strings.
-    side_by_side = {"10": {"download": {"rps": 80.0}}, "20": {"download": {"rps": 72.0}}}
+    side_by_side = {
+        "ours": {"10": {"download": {"rps": 80.0}}, "20": {"download": {"rps": 72.0}}},
+        "granian": {"10": {"download": {"rps": 100.0}}, "20": {"download": {"rps": 85.0}}},
+    }
 
     table = bench_run.flatness_table(runs, side_by_side)
 
+    assert table.splitlines()[2].endswith("| ours, side by side | granian static, side by side | target |")
     row = _flat_row(table, "download req/s")
-    assert row[1] == "0.50" and row[-2] == "0.90" and row[-1] == "within 0.85-1.15"
+    assert row[1] == "0.50" and row[-3:] == ["0.90", "0.85", "within 0.85-1.15"]
     failed = bench_run.flatness_table(runs, {"error": "RuntimeError: no"})
-    assert _flat_row(failed, "download req/s")[-2] == "n/a"
+    assert _flat_row(failed, "download req/s")[-3:-1] == ["n/a", "n/a"]
+    # A results file from before the static application was measured beside ours.
+    older = bench_run.flatness_table(runs, side_by_side["ours"])
+    assert _flat_row(older, "download req/s")[-3:-1] == ["0.90", "n/a"]
 
 
-def test_flatness_measures_ours_over_both_corpora_and_stops_them(tmp_path, monkeypatch):
+def test_flatness_measures_ours_and_the_static_application_over_both_corpora_and_stops_them(tmp_path, monkeypatch):
     corpora = {n: bench_corpus.generate(tmp_path / f"n{n}", n, workers=1) for n in (1, 3)}
     args = bench_run.parse_args(["--duration", "0.2", "--flat-rounds", "1"])
     started = []
@@ -234,9 +241,17 @@ def test_flatness_measures_ours_over_both_corpora_and_stops_them(tmp_path, monke
 
     figures = bench_run.measure_flatness(corpora, args, tmp_path)
 
-    assert set(figures) == {1, 3}
-    for n in (1, 3):
-        assert set(figures[n]) == set(bench_run.FLAT_LOADS)
-        assert all(f["rps"] > 0 and len(f["samples"]) == 1 for f in figures[n].values())
-    assert len({s.spec.port for s in started}) == 2  # both at once
+    assert set(figures) == {"ours", "granian"}
+    for sizes in figures.values():
+        assert set(sizes) == {1, 3}
+        for n in (1, 3):
+            assert set(sizes[n]) == set(bench_run.FLAT_LOADS)
+            assert all(f["rps"] > 0 and len(f["samples"]) == 1 for f in sizes[n].values())
+    assert sorted(s.spec.name for s in started) == ["granian", "granian", "ours", "ours"]
+    assert len({s.spec.port for s in started}) == 4  # all at once
     assert all(s.process.poll() is not None for s in started)
+
+    started.clear()
+    args = bench_run.parse_args(["--duration", "0.2", "--flat-rounds", "1", "--skip-granian"])
+    assert set(bench_run.measure_flatness(corpora, args, tmp_path)) == {"ours"}
+    assert [s.spec.name for s in started] == ["ours", "ours"]
