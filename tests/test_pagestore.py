@@ -16,10 +16,9 @@ from dists import make_sdist, make_wheel
 from pypiserver import render
 from pypiserver.index import IndexedFile, Project
 from pypiserver.storage import StoredFile
-from pypiserver.web import app as app_module
 from pypiserver.web import pagestore, simple
 from pypiserver.web.pagestore import StoredPages
-from pypiserver.web.responses import Page, PageCache
+from pypiserver.web.responses import Page
 
 HTML = "text/html"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -225,50 +224,6 @@ def test_a_restart_takes_from_the_store_only_the_pages_of_unchanged_projects(
     changed = _answers(second, "beta")
     assert changed == _rendered(second, "beta")
     assert [etag for etag, _, _ in changed] != [etag for etag, _, _ in before["beta"]]
-
-
-def _cached_projects(app) -> dict[str, set[str]]:
-    """The projects whose pages the application's cache holds, and in which media."""
-    cached: dict[str, set[str]] = {}
-    for key in app.app.config["pypiserver.context"].pages._entries:
-        if key[0] == "project":
-            cached.setdefault(key[1], set()).add(key[2])
-    return cached
-
-
-def test_a_restart_restores_the_pages_of_unchanged_projects_before_any_request(
-    wsgi_app, index_root, tmp_path, monkeypatch, caplog
-):
-    state = str(tmp_path / "state")
-    first = wsgi_app(root=str(index_root), state_dir=state)
-    assert len(_cached_projects(first)) == 10  # saved, read back and restored
-    before = _answers(first, "alpha")
-    _add(first.app.config["pypiserver.context"].catalogue, index_root)
-
-    caplog.set_level("INFO")
-    second = wsgi_app(root=str(index_root), state_dir=state)
-    assert "18 stored pages restored in " in caplog.text
-    cached = _cached_projects(second)
-    assert "beta" not in cached  # changed while stopped: rendered when asked
-    assert len(cached) == 9 and all(media == {HTML, JSON_V1} for media in cached.values())
-    with monkeypatch.context() as patched:
-        _no_rendering(patched)
-        assert _answers(second, "alpha") == before
-    assert b"beta-3.0-py3-none-any.whl" in _answers(second, "beta")[0][2]
-
-
-def test_a_store_larger_than_the_page_cache_is_read_on_demand(
-    wsgi_app, index_root, tmp_path, monkeypatch
-):
-    state = str(tmp_path / "state")
-    before = _answers(wsgi_app(root=str(index_root), state_dir=state), "alpha")
-    # Room for 19 pages: restoring 20 would push the first ones out again.
-    monkeypatch.setattr(app_module, "PageCache", lambda: PageCache(max_entries=19))
-    second = wsgi_app(root=str(index_root), state_dir=state)
-    assert _cached_projects(second) == {}
-    _no_rendering(monkeypatch)
-    assert _answers(second, "alpha") == before
-    assert _cached_projects(second) == {"alpha": {HTML, JSON_V1}}
 
 
 def test_a_page_changed_since_the_start_is_not_taken_from_the_store(wsgi_app, index_root, tmp_path):

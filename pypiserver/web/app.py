@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,8 +31,6 @@ __all__ = ["Context", "IndexApp", "create_app", "state_dir"]
 
 log = logging.getLogger("pypiserver")
 http_log = logging.getLogger("pypiserver.http")
-#: Beside the page store's own lines, which a start shows without -v.
-store_log = logging.getLogger(pagestore.__name__)
 
 
 @dataclass
@@ -98,7 +95,6 @@ def create_app(config: Config) -> bottle.Bottle:
         stored_pages,
     )
 
-    _restore_pages(context)
     app = IndexApp(context)
     app.config["pypiserver.context"] = context
     app.install(AccessPlugin(policy))
@@ -126,13 +122,6 @@ def _stored_pages(catalogue: Catalogue, hash_algo: str | None) -> StoredPages | 
         in_child(lambda: pagestore.save(path, edition, projects), "the page store")
         stored = StoredPages.open(path, edition)
     return stored
-
-
-def _restore_pages(context: Context) -> None:
-    started = time.monotonic()
-    restored = simple.restore_pages(context)
-    if restored:
-        store_log.info("%d stored pages restored in %.2f s", restored, time.monotonic() - started)
 
 
 class IndexApp(bottle.Bottle):

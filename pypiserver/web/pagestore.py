@@ -15,11 +15,9 @@ A project's pages are a function of its files (where each is, its size and
 modification time, which the catalogue trusts to identify what reading it
 taught, as it does at every start), their signatures and yanks: see
 :meth:`Catalogue.page_inputs`, whose digest of those is kept with the pages
-and compared at start, when every page still as it was is put in the page
-cache (:func:`.simple.restore_pages`), or else on its first request.
-Everything else a page depends on, the settings and the code that renders
-it, is the store's *edition*: a store of another edition is not used, and
-is saved again.
+and compared on each first request.  Everything else a page depends on, the
+settings and the code that renders it, is the store's *edition*: a store of
+another edition is not used, and is saved again.
 
 The store is written, in a child process, whenever the facts snapshot is
 (the first start, or one that found many files changed), when it is

@@ -93,11 +93,6 @@ class PageCache:
         self._lock = threading.Lock()
         self._max_entries = max_entries
 
-    @property
-    def room(self) -> int:
-        """How many more pages fit before the least recently kept go."""
-        return self._max_entries - len(self._entries)
-
     def cached(self, key: Hashable, revision: int) -> Page | None:
         """The page stored for ``key`` if it was built at ``revision``."""
         entry = self._entries.get(key)

@@ -18,14 +18,7 @@ if TYPE_CHECKING:
     from .app import Context
     from .pagestore import StoredPages
 
-__all__ = [
-    "install",
-    "install_short_forms",
-    "list_page",
-    "pages_to_store",
-    "project_page",
-    "restore_pages",
-]
+__all__ = ["install", "install_short_forms", "list_page", "pages_to_store", "project_page"]
 
 
 def install(app: bottle.Bottle, ctx: "Context") -> None:
@@ -90,7 +83,7 @@ def project_page(
 ) -> Page | None:
     """The page of the project normalised as ``name`` in ``media``, linking
     to files through ``prefix``; None for a project not in the index."""
-    key = _project_key(name, media, prefix)
+    key = ("project", name, media, prefix)
     revision = ctx.catalogue.revision(name)
     page = None if revision is None else ctx.pages.cached(key, revision)
     if page is not None:
@@ -98,7 +91,7 @@ def project_page(
     if ctx.stored_pages is not None and prefix == render.PACKAGES_PREFIX:
         page = _stored_page(ctx, ctx.stored_pages, key, name, media)
         if page is not None:
-            return page  # an unchanged project's, not restored at start (see restore_pages)
+            return page  # the first request after a restart, for an unchanged project
     project = ctx.catalogue.project(name)
     if project is None:
         return None
@@ -125,38 +118,6 @@ def pages_to_store(
 
 #: What the page store keeps of each project.
 _STORED_MEDIA = (negotiation.JSON_V1, negotiation.HTML)
-
-
-def restore_pages(ctx: Context) -> int:
-    """Put in the page cache, at start, every stored page whose project is
-    as it was when the store was saved; returns how many.
-
-    Done once, in the process that forks the workers, rather than by every
-    worker on its first request for each page, where the check (see
-    :meth:`Catalogue.page_inputs`) made the page cost 15 us in process
-    against 1 us cached.  At 10,000 projects it takes 0.2 s in all.  A
-    store larger than the cache has room for is left to be read on
-    demand, as filling the cache would only push its first pages out again.
-    """
-    stored, catalogue = ctx.stored_pages, ctx.catalogue
-    if stored is None or len(stored) > ctx.pages.room:
-        return 0
-    restored = 0
-    for name, _ in catalogue.names():
-        inputs = catalogue.page_inputs(name)
-        if inputs is None:
-            continue  # removed meanwhile
-        revision, digest = inputs
-        for media in _STORED_MEDIA:
-            page = stored.page(name, media, digest)
-            if page is not None:
-                ctx.pages.put(_project_key(name, media), revision, page)
-                restored += 1
-    return restored
-
-
-def _project_key(name: str, media: str, prefix: str = render.PACKAGES_PREFIX) -> tuple:
-    return ("project", name, media, prefix)
 
 
 def _stored_page(
