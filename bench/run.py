@@ -16,6 +16,7 @@ Markdown table per N and writes the raw figures as JSON (default
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import http.client
 import json
@@ -571,30 +572,47 @@ def measure_flatness(
     corpora: dict[int, Corpus], args: argparse.Namespace, workdir: Path
 ) -> dict[str, dict[int, Figures]]:
     """req/s over each corpus of ours and (unless ``--skip-granian``) of the
-    static application, all four servers running at once and each load put
-    on one size right after the other; ``args.flat_rounds`` rounds, each
-    from a new warm start of all (so each has first passes too), the order
-    reversed every other round; the median of the rounds.  Measured minutes
-    apart, as the tables per N are, the same server's throughput moves by
-    more than the 15 % the target allows; seconds apart, such moves fall on
-    both sizes, and the median leaves out a round that one of them took.
-    The static application, whose work per request does not depend on N,
-    shows what the rest of the machine (granian, the kernel, wrk and the
-    processor's caches) makes of the larger index."""
+    static application, all four servers running at once, in
+    ``args.flat_rounds`` rounds, each from a new warm start of all (so each
+    has first passes too).
+
+    Measured minutes apart, as the tables per N are, the same server's
+    throughput moves by more than the 15 % the target allows, and even
+    whole loads put on one size right after the other differed by up to a
+    third.  So each load of a round is cut into slices of about a second
+    (``--duration`` of them), put on the two sizes in turn, the order
+    reversed every other slice: the two slices of a pair are measured a
+    second apart, and :func:`flatness_table` takes the median of the
+    pairs' ratios.  The static application, whose work per request does not
+    depend on N, shows what the rest of the machine (granian, the kernel,
+    wrk and the processor's caches) makes of the larger index."""
     kinds = FLAT_SERVERS[:1] if args.skip_granian else FLAT_SERVERS
+    slices = max(1, round(args.duration))
     samples: dict[str, dict[int, dict[str, list[float]]]] = {
         kind: {n: {} for n in corpora} for kind in kinds
     }
     for round_ in range(args.flat_rounds):
-        order = list(corpora) if round_ % 2 == 0 else list(reversed(corpora))
         running = _start_side_by_side(corpora, kinds, args)
         try:
             for scenario in FLAT_LOADS:
                 for kind in kinds:
-                    for n in order:
-                        rps = _flat_load(running[kind, n], corpora[n], scenario, args, workdir)
-                        samples[kind][n].setdefault(scenario, []).append(rps)
-                        log(f"    {kind}, N = {n} {scenario}, round {round_ + 1}: {rps:.0f} req/s")
+                    for slice_ in range(slices):
+                        ascending = (round_ * slices + slice_) % 2 == 0
+                        for n in sorted(corpora, reverse=not ascending):
+                            rps = _flat_load(
+                                running[kind, n],
+                                corpora[n],
+                                scenario,
+                                args.duration / slices,
+                                slice_ == 0,
+                                workdir,
+                            )
+                            samples[kind][n].setdefault(scenario, []).append(rps)
+                    measured = ", ".join(
+                        f"N = {n} {statistics.median(samples[kind][n][scenario][-slices:]):.0f}"
+                        for n in sorted(corpora)
+                    )
+                    log(f"    {kind} {scenario}, round {round_ + 1}: {measured} req/s")
         finally:
             for server in running.values():
                 servers.stop(server)
@@ -638,10 +656,14 @@ def _flat_load(
     server: servers.RunningServer,
     corpus: Corpus,
     scenario: str,
-    args: argparse.Namespace,
+    seconds: float,
+    warmup: bool,
     workdir: Path,
 ) -> float:
-    figure = load.run_load(server.spec.url, load_specs(corpus, args.duration)[scenario], workdir)
+    spec = load_specs(corpus, seconds)[scenario]
+    if not warmup:
+        spec = dataclasses.replace(spec, warmup=0)
+    figure = load.run_load(server.spec.url, spec, workdir)
     if figure.errors or figure.non_2xx:
         raise RuntimeError(
             f"N = {corpus.size} {scenario}: {figure.errors} socket errors, "
@@ -792,11 +814,31 @@ def flatness_table(runs: dict[int, Figures], side_by_side: dict | None = None) -
         ]
         for kind in FLAT_SERVERS:
             sizes = flat.get(kind, {})
-            cells.append(ratio(dig(sizes.get(large), path), dig(sizes.get(small), path)))
+            cells.append(paired_ratio(sizes.get(large), sizes.get(small), path))
         # The project list grows with N by design; pages and files must not.
         target = "within 0.85-1.15" if path[1] == "rps" and path[0] != "index" else ""
         lines.append("| " + " | ".join([label, *cells, target]) + " |")
     return "\n".join(lines)
+
+
+def paired_ratio(large: Figures | None, small: Figures | None, path: tuple[str, ...]) -> str:
+    """The median of the ratios of the samples measured in pairs (see
+    :func:`measure_flatness`): a pair's two sizes share whatever else the
+    machine was doing at that second, which the median of each size's
+    samples would not pair up.  Without samples, the ratio of the figures."""
+    pairs = [
+        b / a
+        for a, b in zip(_samples(small, path), _samples(large, path))
+        if a > 0
+    ]
+    if pairs:
+        return cell(statistics.median(pairs))
+    return ratio(dig(large, path), dig(small, path))
+
+
+def _samples(figures: Figures | None, path: tuple[str, ...]) -> list[float]:
+    measured = (figures or {}).get(path[0], {})
+    return list(measured.get("samples", [])) if path[-1] == "rps" else []
 
 
 #: The side-by-side columns' headings.

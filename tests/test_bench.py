@@ -214,12 +214,13 @@ def _flat_row(table: str, label: str) -> list[str]:
 def test_the_flatness_table_shows_the_side_by_side_ratios_from_a_results_file():
     runs = {n: {"ours": {"download": {"rps": rps, "p99_ms": 1.0}}} for n, rps in ((10, 100.0), (20, 50.0))}
     # As read back from JSON: sizes are strings.
-    side_by_side = {
-        "ours": {"10": {"download": {"rps": 80.0}}, "20": {"download": {"rps": 72.0}}},
-        "granian": {"10": {"download": {"rps": 100.0}}, "20": {"download": {"rps": 85.0}}},
-    }
+    # Samples in the order measured, pair by pair.  Ours: ratios 0.9, 0.8
+    # and 1.0, median 0.90, where the medians' ratio would be 80/90.
+    ours = {"10": {"download": {"rps": 90.0, "samples": [80.0, 100.0, 90.0]}},
+            "20": {"download": {"rps": 80.0, "samples": [72.0, 80.0, 90.0]}}}
+    granian = {"10": {"download": {"rps": 100.0}}, "20": {"download": {"rps": 85.0}}}
 
-    table = bench_run.flatness_table(runs, side_by_side)
+    table = bench_run.flatness_table(runs, {"ours": ours, "granian": granian})
 
     assert table.splitlines()[2].endswith("| ours, side by side | granian static, side by side | target |")
     row = _flat_row(table, "download req/s")
@@ -227,8 +228,39 @@ def test_the_flatness_table_shows_the_side_by_side_ratios_from_a_results_file():
     failed = bench_run.flatness_table(runs, {"error": "RuntimeError: no"})
     assert _flat_row(failed, "download req/s")[-3:-1] == ["n/a", "n/a"]
     # A results file from before the static application was measured beside ours.
-    older = bench_run.flatness_table(runs, side_by_side["ours"])
+    older = bench_run.flatness_table(runs, ours)
     assert _flat_row(older, "download req/s")[-3:-1] == ["0.90", "n/a"]
+
+
+def test_flatness_slices_each_load_into_pairs_in_alternating_order(monkeypatch):
+    corpora = {10: "small", 20: "large"}
+    measured = []
+
+    def fake_load(server, corpus, scenario, seconds, warmup, workdir):
+        measured.append((server, corpus, scenario, seconds, warmup))
+        return 100.0 if corpus == "small" else 90.0
+
+    monkeypatch.setattr(bench_run, "_start_side_by_side", lambda corpora, kinds, args: {(k, n): k for k in kinds for n in corpora})
+    monkeypatch.setattr(bench_run, "_flat_load", fake_load)
+    stopped = []
+    monkeypatch.setattr(bench_servers, "stop", stopped.append)
+    args = bench_run.parse_args(["--duration", "3", "--flat-rounds", "2", "--skip-granian"])
+
+    figures = bench_run.measure_flatness(corpora, args, None)
+
+    download = [(corpus, warmup) for _, corpus, scenario, seconds, warmup in measured if scenario == "download"]
+    # Three slices of a second per round and size, the order reversed every
+    # other slice, and on across rounds; a warm-up before each round's first.
+    assert download == [
+        ("small", True), ("large", True), ("large", False), ("small", False), ("small", False), ("large", False),
+        ("large", True), ("small", True), ("small", False), ("large", False), ("large", False), ("small", False),
+    ]
+    assert {seconds for *_, seconds, _ in measured} == {1.0}
+    assert stopped == ["ours", "ours"] * 2  # both servers, after each round
+    assert len(measured) == 12 * len(bench_run.FLAT_LOADS)
+    assert figures["ours"][20]["download"]["samples"] == [90.0] * 6
+    table = bench_run.flatness_table({10: {}, 20: {}}, figures)
+    assert _flat_row(table, "download req/s")[-3:-1] == ["0.90", "n/a"]
 
 
 def test_flatness_measures_ours_and_the_static_application_over_both_corpora_and_stops_them(tmp_path, monkeypatch):
