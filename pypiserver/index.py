@@ -572,9 +572,11 @@ class Catalogue:
         if any(c.kind == "rescan" for c in changes):
             self.rescan()
             return True
-        for tree in _outermost(c.subject for c in changes if c.kind == "tree"):
+        trees = _outermost(c.subject for c in changes if c.kind == "tree")
+        for tree in trees:
             self.rescan(tree)
-        paths = {c.subject for c in changes if c.kind == "file"}
+        # A path below a tree just rescanned is as it is on disk now, as in notice().
+        paths = {c.subject for c in changes if c.kind == "file" and not _below(c.subject, trees)}
         for relpath in paths:
             self.refresh(relpath)
         if any(c.kind == "yank" for c in changes):
